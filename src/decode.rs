@@ -1,0 +1,277 @@
+//! Photo decoding: format sniffing, size limits checked from the header before the pixels are decoded
+//! (decompression bombs), EXIF orientation, and conversion of every colour type to 8-bit RGB.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("photo is empty")]
+    Empty,
+    #[error("photo is {bytes} bytes, over the limit of {limit}")]
+    TooManyBytes { bytes: usize, limit: usize },
+    #[error("photo format is not supported (supported: jpeg, png, webp, bmp, gif, tiff)")]
+    UnsupportedFormat,
+    #[error("photo is {width}x{height}, over the limit of {limit} pixels per side")]
+    DimensionTooLarge { width: u32, height: u32, limit: u32 },
+    #[error("photo is {width}x{height} = {pixels} pixels, over the limit of {limit}")]
+    TooManyPixels { width: u32, height: u32, pixels: u64, limit: u64 },
+    #[error("photo is {width}x{height}, too small to hold a face")]
+    TooSmall { width: u32, height: u32 },
+    #[error("photo cannot be decoded ({format:?})")]
+    Corrupt {
+        format: ImageFormat,
+        #[source]
+        source: image::ImageError,
+    },
+}
+
+impl DecodeError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecodeError::Empty => "empty_photo",
+            DecodeError::TooManyBytes { .. } => "photo_too_large",
+            DecodeError::UnsupportedFormat => "unsupported_format",
+            DecodeError::DimensionTooLarge { .. } | DecodeError::TooManyPixels { .. } => "photo_too_many_pixels",
+            DecodeError::TooSmall { .. } => "photo_too_small",
+            DecodeError::Corrupt { .. } => "corrupt_photo",
+        }
+    }
+}
+
+/// Limits applied before decoding. Defaults: 25 MiB, 12,000 px per side, 80 megapixels, at least 32 px per side.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecodeLimits {
+    /// Largest accepted file, in bytes (default 25 MiB).
+    pub max_bytes: usize,
+    /// Largest accepted width or height (default 12,000).
+    pub max_dimension: u32,
+    /// Largest accepted width × height (default 80,000,000).
+    pub max_pixels: u64,
+    /// Smallest accepted width or height (default 32).
+    pub min_dimension: u32,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits { max_bytes: 25 << 20, max_dimension: 12_000, max_pixels: 80_000_000, min_dimension: 32 }
+    }
+}
+
+/// A decoded photo, upright, 8-bit RGB, with the sha256 of the bytes it came from (for audit and de-duplication).
+#[derive(Debug, Clone)]
+pub struct Photo {
+    pub image: RgbImage,
+    pub format: ImageFormat,
+    pub sha256: String,
+}
+
+impl Photo {
+    pub fn width(&self) -> u32 {
+        self.image.width()
+    }
+    pub fn height(&self) -> u32 {
+        self.image.height()
+    }
+}
+
+/// Decodes a photo from its encoded bytes.
+pub fn decode_photo(bytes: &[u8], limits: &DecodeLimits) -> Result<Photo, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    if bytes.len() > limits.max_bytes {
+        return Err(DecodeError::TooManyBytes { bytes: bytes.len(), limit: limits.max_bytes });
+    }
+    let format = image::guess_format(bytes).map_err(|_| DecodeError::UnsupportedFormat)?;
+    if !matches!(
+        format,
+        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Bmp | ImageFormat::Gif | ImageFormat::Tiff
+    ) {
+        return Err(DecodeError::UnsupportedFormat);
+    }
+    let corrupt = |source| DecodeError::Corrupt { format, source };
+    let reader = || {
+        let mut r = ImageReader::with_format(Cursor::new(bytes), format);
+        let mut l = image::Limits::default();
+        l.max_image_width = Some(limits.max_dimension);
+        l.max_image_height = Some(limits.max_dimension);
+        // RGBA at 16 bits is the widest buffer a decoder builds; anything beyond that is not a photo we accept.
+        l.max_alloc = Some(limits.max_pixels.saturating_mul(8));
+        r.limits(l);
+        r
+    };
+    // The header alone gives the size; refuse before a single pixel is decoded.
+    let (width, height) = reader().into_dimensions().map_err(|e| match e {
+        image::ImageError::Limits(_) => DecodeError::DimensionTooLarge { width: 0, height: 0, limit: limits.max_dimension },
+        other => corrupt(other),
+    })?;
+    check_size(width, height, limits)?;
+    let mut decoder = reader().into_decoder().map_err(corrupt)?;
+    let orientation = decoder.orientation().map_err(corrupt)?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    image.apply_orientation(orientation);
+    let image = match image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.to_rgb8(),
+    };
+    Ok(Photo { image, format, sha256: hex::encode(Sha256::digest(bytes)) })
+}
+
+fn check_size(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), DecodeError> {
+    if width > limits.max_dimension || height > limits.max_dimension {
+        return Err(DecodeError::DimensionTooLarge { width, height, limit: limits.max_dimension });
+    }
+    let pixels = width as u64 * height as u64;
+    if pixels > limits.max_pixels {
+        return Err(DecodeError::TooManyPixels { width, height, pixels, limit: limits.max_pixels });
+    }
+    if width < limits.min_dimension || height < limits.min_dimension {
+        return Err(DecodeError::TooSmall { width, height });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageBuffer, Luma, Rgb};
+
+    /// A 64x48 test card: red left half, blue right half, a green square top-left so orientation is visible.
+    fn card() -> RgbImage {
+        ImageBuffer::from_fn(64, 48, |x, y| {
+            if x < 8 && y < 8 {
+                Rgb([0, 255, 0])
+            } else if x < 32 {
+                Rgb([255, 0, 0])
+            } else {
+                Rgb([0, 0, 255])
+            }
+        })
+    }
+
+    fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    fn close(a: &Rgb<u8>, b: [u8; 3], tol: i32) -> bool {
+        a.0.iter().zip(b).all(|(x, y)| (*x as i32 - y as i32).abs() <= tol)
+    }
+
+    #[test]
+    fn every_supported_format_decodes_to_rgb() {
+        let img = DynamicImage::ImageRgb8(card());
+        for (format, tol) in [
+            (ImageFormat::Png, 0),
+            (ImageFormat::Bmp, 0),
+            (ImageFormat::Tiff, 0),
+            (ImageFormat::WebP, 0),
+            (ImageFormat::Gif, 8),
+            (ImageFormat::Jpeg, 40),
+        ] {
+            let photo = decode_photo(&encode(&img, format), &DecodeLimits::default()).unwrap();
+            assert_eq!(photo.format, format);
+            assert_eq!((photo.width(), photo.height()), (64, 48), "{format:?}");
+            assert!(close(photo.image.get_pixel(2, 2), [0, 255, 0], tol), "{format:?}");
+            assert!(close(photo.image.get_pixel(20, 30), [255, 0, 0], tol), "{format:?}");
+            assert!(close(photo.image.get_pixel(50, 30), [0, 0, 255], tol), "{format:?}");
+        }
+    }
+
+    #[test]
+    fn grayscale_and_sixteen_bit_become_rgb8() {
+        let gray = DynamicImage::ImageLuma8(ImageBuffer::from_fn(40, 40, |x, _| Luma([(x * 6) as u8])));
+        let photo = decode_photo(&encode(&gray, ImageFormat::Png), &DecodeLimits::default()).unwrap();
+        assert_eq!(photo.image.get_pixel(10, 3).0, [60, 60, 60]);
+        let deep = DynamicImage::ImageRgb16(ImageBuffer::from_fn(40, 40, |_, _| Rgb([65535u16, 32896, 0])));
+        let photo = decode_photo(&encode(&deep, ImageFormat::Png), &DecodeLimits::default()).unwrap();
+        assert_eq!(photo.image.get_pixel(5, 5).0, [255, 128, 0]);
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        let jpeg = encode(&DynamicImage::ImageRgb8(card()), ImageFormat::Jpeg);
+        // Insert an APP1 Exif segment right after SOI: little-endian TIFF, one IFD entry, Orientation (0x0112) = 6
+        // ("rotate 90° clockwise to display").
+        let mut tiff = b"II*\0\x08\0\0\0".to_vec();
+        tiff.extend_from_slice(&1u16.to_le_bytes());
+        tiff.extend_from_slice(&[0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0]);
+        tiff.extend_from_slice(&0u32.to_le_bytes());
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut bytes = jpeg[..2].to_vec();
+        bytes.extend_from_slice(&[0xFF, 0xE1]);
+        bytes.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        bytes.extend_from_slice(&app1);
+        bytes.extend_from_slice(&jpeg[2..]);
+        let photo = decode_photo(&bytes, &DecodeLimits::default()).unwrap();
+        assert_eq!((photo.width(), photo.height()), (48, 64));
+        // The green corner moves from top-left to top-right after a clockwise quarter turn.
+        assert!(close(photo.image.get_pixel(44, 2), [0, 255, 0], 40));
+        assert!(!close(photo.image.get_pixel(2, 2), [0, 255, 0], 40));
+    }
+
+    #[test]
+    fn limits_are_checked_from_the_header() {
+        let img = DynamicImage::ImageRgb8(card());
+        let png = encode(&img, ImageFormat::Png);
+        let tight = DecodeLimits { max_dimension: 50, ..DecodeLimits::default() };
+        assert_eq!(decode_photo(&png, &tight).unwrap_err().code(), "photo_too_many_pixels");
+        let few = DecodeLimits { max_pixels: 1000, ..DecodeLimits::default() };
+        assert!(matches!(decode_photo(&png, &few), Err(DecodeError::TooManyPixels { pixels: 3072, .. })));
+        let small = DecodeLimits { max_bytes: 10, ..DecodeLimits::default() };
+        assert_eq!(decode_photo(&png, &small).unwrap_err().code(), "photo_too_large");
+        let tiny = DynamicImage::ImageRgb8(ImageBuffer::new(8, 8));
+        assert_eq!(decode_photo(&encode(&tiny, ImageFormat::Png), &DecodeLimits::default()).unwrap_err().code(), "photo_too_small");
+    }
+
+    #[test]
+    fn a_png_bomb_header_is_refused_without_decoding() {
+        // A valid PNG signature and IHDR claiming 100,000 x 100,000 pixels, followed by nothing.
+        let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        bytes.extend_from_slice(&13u32.to_be_bytes());
+        bytes.extend_from_slice(&ihdr);
+        let crc = crc32(&ihdr);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        let err = decode_photo(&bytes, &DecodeLimits::default()).unwrap_err();
+        assert_eq!(err.code(), "photo_too_many_pixels", "{err:?}");
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_typed_errors() {
+        assert_eq!(decode_photo(b"", &DecodeLimits::default()).unwrap_err().code(), "empty_photo");
+        assert_eq!(decode_photo(b"hello, this is text", &DecodeLimits::default()).unwrap_err().code(), "unsupported_format");
+        let png = encode(&DynamicImage::ImageRgb8(card()), ImageFormat::Png);
+        let cut = &png[..png.len() / 2];
+        assert_eq!(decode_photo(cut, &DecodeLimits::default()).unwrap_err().code(), "corrupt_photo");
+    }
+
+    #[test]
+    fn sha256_names_the_bytes() {
+        let png = encode(&DynamicImage::ImageRgb8(card()), ImageFormat::Png);
+        let a = decode_photo(&png, &DecodeLimits::default()).unwrap();
+        assert_eq!(a.sha256, hex::encode(Sha256::digest(&png)));
+    }
+}

@@ -1,0 +1,20 @@
+//! Watchlist gallery: the durable store of record for watchlists, subjects, face templates and the audit trail.
+//!
+//! Callers depend on the `GalleryStore` trait; `SqliteStore` is the embedded implementation (see
+//! `docs/gallery-store.md` for the schema, durability settings and consistency rules).
+
+pub mod audit;
+pub mod error;
+pub mod model;
+pub mod schema;
+pub mod sqlite;
+pub mod store;
+pub mod validation;
+
+pub use error::{ConflictKind, Entity, GalleryError, InvalidKind};
+pub use model::{
+    AuditEntry, AuditRecord, GalleryStats, ModelStats, NewSubject, NewTemplate, NewWatchlist, Page,
+    Subject, SubjectPatch, SubjectQuery, Template, Watchlist, WatchlistStats,
+};
+pub use sqlite::SqliteStore;
+pub use store::{GalleryStore, TemplateOwner, TemplateSink};

@@ -1,0 +1,143 @@
+//! SQLite schema of the gallery and its forward-only migrations, versioned with `PRAGMA user_version`.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::error::{DatabaseContext, GalleryError};
+
+/// `MIGRATIONS[n]` upgrades a database at `user_version = n` to `n + 1`. Append only; never edit a shipped step.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    r#"
+    CREATE TABLE watchlist (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,   -- also the ANN label (u32), never reused
+        name        TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL,
+        alert_fpir  REAL NOT NULL CHECK (alert_fpir > 0 AND alert_fpir < 1),
+        created_at  TEXT NOT NULL
+    );
+
+    CREATE TABLE subject (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        watchlist_id INTEGER NOT NULL REFERENCES watchlist(id) ON DELETE RESTRICT,
+        external_ref TEXT,
+        display_name TEXT NOT NULL,
+        metadata     TEXT NOT NULL CHECK (json_valid(metadata) AND json_type(metadata) = 'object'),
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX subject_external_ref ON subject(watchlist_id, external_ref) WHERE external_ref IS NOT NULL;
+    CREATE INDEX subject_watchlist ON subject(watchlist_id, id);
+
+    -- One row per model id: its dimension is fixed by the first enrollment and never changes.
+    CREATE TABLE model (
+        model_id  TEXT PRIMARY KEY,
+        dimension INTEGER NOT NULL CHECK (dimension > 0)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE template (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,   -- ANN key, never reused
+        subject_id   INTEGER NOT NULL REFERENCES subject(id) ON DELETE CASCADE,
+        model_id     TEXT NOT NULL REFERENCES model(model_id),
+        dimension    INTEGER NOT NULL,
+        embedding    BLOB NOT NULL CHECK (length(embedding) = 4 * dimension),   -- little-endian f32
+        quality      TEXT NOT NULL CHECK (json_valid(quality)),
+        photo_sha256 TEXT NOT NULL,
+        enrolled_at  TEXT NOT NULL,
+        enrolled_by  TEXT NOT NULL
+    );
+    CREATE INDEX template_subject_photo ON template(subject_id, photo_sha256);
+    CREATE INDEX template_model ON template(model_id, id);
+
+    -- Kept apart so that streaming embeddings never pages through JPEG bytes.
+    CREATE TABLE thumbnail (
+        template_id INTEGER PRIMARY KEY REFERENCES template(id) ON DELETE CASCADE,
+        jpeg        BLOB NOT NULL
+    );
+
+    CREATE TABLE counter (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO counter(name, value) VALUES ('generation', 0);
+
+    CREATE TABLE audit (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        at        TEXT NOT NULL,
+        actor     TEXT NOT NULL,
+        role      TEXT NOT NULL,
+        action    TEXT NOT NULL,
+        purpose   TEXT,
+        target    TEXT,
+        details   TEXT NOT NULL CHECK (json_valid(details)),
+        prev_hash TEXT NOT NULL,
+        hash      TEXT NOT NULL
+    );
+    "#,
+];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database up to `SCHEMA_VERSION`; each step commits together with its new `user_version`.
+pub fn migrate(conn: &mut Connection) -> Result<i64, GalleryError> {
+    loop {
+        // IMMEDIATE takes the write lock before reading the version, so two processes cannot both apply a step.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context("begin migration")?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .context("read schema version")?;
+        if version > SCHEMA_VERSION {
+            return Err(GalleryError::SchemaTooNew {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let Some(step) = usize::try_from(version)
+            .ok()
+            .and_then(|index| MIGRATIONS.get(index))
+        else {
+            return Ok(version);
+        };
+        tx.execute_batch(step).context("apply schema migration")?;
+        tx.pragma_update(None, "user_version", version + 1)
+            .context("record schema version")?;
+        tx.commit().context("commit schema migration")?;
+        tracing::info!(from = version, to = version + 1, "gallery schema migrated");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_reach_the_latest_version_and_are_idempotent() {
+        let mut conn = Connection::open_in_memory().expect("in-memory database opens");
+        assert_eq!(
+            migrate(&mut conn).expect("fresh database migrates"),
+            SCHEMA_VERSION
+        );
+        assert_eq!(
+            migrate(&mut conn).expect("second run is a no-op"),
+            SCHEMA_VERSION
+        );
+        let generation: i64 = conn
+            .query_row(
+                "SELECT value FROM counter WHERE name = 'generation'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("generation counter exists");
+        assert_eq!(generation, 0);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().expect("in-memory database opens");
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .expect("version set");
+        let error = migrate(&mut conn).expect_err("newer schema refused");
+        assert_eq!(error.code(), "schema_too_new");
+    }
+}

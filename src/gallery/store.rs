@@ -1,0 +1,80 @@
+//! The `GalleryStore` contract every store of record (SQLite now, PostgreSQL later) implements.
+
+use std::collections::HashMap;
+
+use super::error::GalleryError;
+use super::model::{
+    AuditEntry, AuditRecord, GalleryStats, NewSubject, NewTemplate, NewWatchlist, Page, Subject,
+    SubjectPatch, SubjectQuery, Template, Watchlist,
+};
+
+/// Owner of one template, as needed to assemble a search result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TemplateOwner {
+    pub subject_id: i64,
+    /// Watchlist id, i.e. the ANN label.
+    pub label: u32,
+}
+
+/// Receives `(template key, watchlist label, embedding)` for every live template of one model.
+pub type TemplateSink<'a> = dyn FnMut(i64, u32, &[f32]) + 'a;
+
+/// Durable gallery of watchlists, subjects, templates and the audit trail.
+///
+/// Every method that changes data returns only after its transaction committed durably. Every change to the set
+/// of templates, or to the label of a template, bumps `generation()` in the same transaction.
+pub trait GalleryStore: Send + Sync {
+    fn create_watchlist(&self, new: NewWatchlist) -> Result<Watchlist, GalleryError>;
+    fn list_watchlists(&self) -> Result<Vec<Watchlist>, GalleryError>;
+    fn get_watchlist(&self, name: &str) -> Result<Watchlist, GalleryError>;
+    /// Refuses a watchlist that still has subjects (`watchlist_not_empty`).
+    fn delete_watchlist(&self, name: &str) -> Result<(), GalleryError>;
+
+    fn create_subject(&self, new: NewSubject) -> Result<Subject, GalleryError>;
+    fn get_subject(&self, id: i64) -> Result<Subject, GalleryError>;
+    fn update_subject(&self, id: i64, patch: SubjectPatch) -> Result<Subject, GalleryError>;
+    /// Deletes the subject with its templates and thumbnails; returns the removed template keys.
+    fn delete_subject(&self, id: i64) -> Result<Vec<i64>, GalleryError>;
+    fn list_subjects(&self, query: &SubjectQuery) -> Result<Page<Subject>, GalleryError>;
+    fn find_subject_by_external_ref(
+        &self,
+        watchlist: &str,
+        external_ref: &str,
+    ) -> Result<Option<Subject>, GalleryError>;
+    /// Subjects for up to a few hundred ids in one query; unknown ids are absent from the map.
+    fn subjects_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, Subject>, GalleryError>;
+
+    fn add_template(&self, new: NewTemplate) -> Result<Template, GalleryError>;
+    /// All-or-nothing batch in one transaction (one fsync), for bulk enrollment.
+    fn add_templates(&self, new: Vec<NewTemplate>) -> Result<Vec<Template>, GalleryError>;
+    /// `Ok(false)` when the subject exists but has no such template.
+    fn delete_template(&self, subject_id: i64, template_id: i64) -> Result<bool, GalleryError>;
+    fn list_templates(&self, subject_id: i64) -> Result<Vec<Template>, GalleryError>;
+    /// `Ok(None)` when the template exists but was enrolled without a thumbnail.
+    fn get_thumbnail(&self, template_id: i64) -> Result<Option<Vec<u8>>, GalleryError>;
+    /// Whether this photo (any model) was already enrolled for the subject, so bulk enrollment can resume.
+    fn has_photo(&self, subject_id: i64, photo_sha256: &str) -> Result<bool, GalleryError>;
+    /// Owners of up to a few hundred template keys in one query; unknown keys are absent from the map.
+    fn template_owners(
+        &self,
+        template_ids: &[i64],
+    ) -> Result<HashMap<i64, TemplateOwner>, GalleryError>;
+    /// Streams every live template of `model_id` from one consistent snapshot and returns that snapshot's
+    /// generation, which is what an index built from the stream must record. Keys arrive in ascending order.
+    /// The sink must not call back into the store: it runs while a pooled reader connection is leased.
+    fn for_each_template(
+        &self,
+        model_id: &str,
+        sink: &mut TemplateSink<'_>,
+    ) -> Result<u64, GalleryError>;
+    fn count_templates(&self, model_id: &str) -> Result<usize, GalleryError>;
+    /// Persisted change counter of the template set; an ANN index recorded at another generation is stale.
+    fn generation(&self) -> Result<u64, GalleryError>;
+    fn stats(&self) -> Result<GalleryStats, GalleryError>;
+
+    fn append_audit(&self, entry: AuditEntry) -> Result<i64, GalleryError>;
+    /// Checks the whole chain; the error names the first broken row.
+    fn verify_audit_chain(&self) -> Result<usize, GalleryError>;
+    /// Newest first; `page` is 1-based.
+    fn list_audit(&self, page: usize, per_page: usize) -> Result<Page<AuditRecord>, GalleryError>;
+}

@@ -1,0 +1,190 @@
+//! The face pipeline: photo bytes → decoded photo → detections → aligned crops → quality → embeddings.
+//!
+//! Detector and recognizer are plug-ins chosen by manifest id; the alignment template always comes from the
+//! recognizer's manifest, so a crop is made for the model that embeds it.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::align::{align_face, AlignError, AlignedFace};
+use crate::config::{Config, ConfigError};
+use crate::decode::{decode_photo, DecodeError, DecodeLimits, Photo};
+use crate::detect::{DetectError, Detection, Detector, DetectorLoadError};
+use crate::embed::{EmbedError, Embedding, Recognizer};
+use crate::manifest::{AlignmentSpec, ManifestError, ModelManifest};
+use crate::quality::{assess_face, FaceQuality};
+use crate::runtime::{Runtime, RuntimeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error(transparent)]
+    Align(#[from] AlignError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+}
+
+impl PipelineError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PipelineError::Decode(e) => e.code(),
+            PipelineError::Detect(_) => "detection_failed",
+            PipelineError::Align(_) => "alignment_failed",
+            PipelineError::Embed(_) => "embedding_failed",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineLoadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Model(#[from] DetectorLoadError),
+}
+
+/// One face found in a photo, with everything later stages need.
+#[derive(Debug, Clone)]
+pub struct AnalyzedFace {
+    pub detection: Detection,
+    pub quality: FaceQuality,
+    pub aligned: AlignedFace,
+    pub embedding: Embedding,
+}
+
+/// Milliseconds spent per stage on one photo.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageTimings {
+    pub decode_ms: f64,
+    pub detect_ms: f64,
+    pub align_ms: f64,
+    pub embed_ms: f64,
+}
+
+/// A photo's faces, best detector score first.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub width: u32,
+    pub height: u32,
+    pub photo_sha256: String,
+    pub faces: Vec<AnalyzedFace>,
+    pub timings: StageTimings,
+}
+
+/// Per-call options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnalyzeOptions {
+    /// Smallest face to look for, photo pixels (None: the configured default).
+    pub min_face_px: Option<f32>,
+    /// Keep at most this many faces, best first (None: all).
+    pub max_faces: Option<usize>,
+}
+
+/// Detector + aligner + recognizer.
+pub struct FacePipeline {
+    runtime: Runtime,
+    detector: Detector,
+    recognizer: Recognizer,
+    alignment: AlignmentSpec,
+    limits: DecodeLimits,
+    models_dir: PathBuf,
+}
+
+impl FacePipeline {
+    /// Loads the runtime and both models named by the config, verifying each against its manifest.
+    pub fn load(config: &Config) -> Result<FacePipeline, PipelineLoadError> {
+        let runtime = Runtime::init(&config.runtime)?;
+        FacePipeline::with_runtime(runtime, config)
+    }
+
+    pub fn with_runtime(runtime: Runtime, config: &Config) -> Result<FacePipeline, PipelineLoadError> {
+        let models_dir = config.models.resolve_dir()?;
+        let detector_manifest = ModelManifest::load(&models_dir, &config.models.detector)?;
+        let recognizer_manifest = ModelManifest::load(&models_dir, &config.models.recognizer)?;
+        let detector = Detector::new(&runtime, detector_manifest, config.detection.clone())?;
+        let recognizer = Recognizer::new(&runtime, recognizer_manifest)?;
+        let alignment = recognizer.manifest().alignment.clone().ok_or_else(|| ManifestError::Invalid {
+            path: models_dir.join(format!("{}.toml", config.models.recognizer)),
+            problem: "a recognizer needs an [alignment] table".into(),
+        })?;
+        Ok(FacePipeline { runtime, detector, recognizer, alignment, limits: config.limits, models_dir })
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+    pub fn recognizer(&self) -> &Recognizer {
+        &self.recognizer
+    }
+    pub fn models_dir(&self) -> &std::path::Path {
+        &self.models_dir
+    }
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<Photo, DecodeError> {
+        decode_photo(bytes, &self.limits)
+    }
+
+    /// Decodes and analyses photo bytes.
+    pub fn analyze_bytes(&self, bytes: &[u8], options: AnalyzeOptions) -> Result<Analysis, PipelineError> {
+        let start = Instant::now();
+        let photo = self.decode(bytes)?;
+        let decode_ms = ms_since(start);
+        let mut analysis = self.analyze(&photo, options)?;
+        analysis.timings.decode_ms = decode_ms;
+        Ok(analysis)
+    }
+
+    /// Detects every face, aligns and assesses each, and embeds them in one batch.
+    pub fn analyze(&self, photo: &Photo, options: AnalyzeOptions) -> Result<Analysis, PipelineError> {
+        let mut timings = StageTimings::default();
+        let start = Instant::now();
+        let min_face = options.min_face_px.unwrap_or(self.detector.config().min_face_px);
+        let mut detections = self.detector.detect_with(&photo.image, min_face)?;
+        if let Some(max) = options.max_faces {
+            detections.truncate(max);
+        }
+        timings.detect_ms = ms_since(start);
+
+        let start = Instant::now();
+        let mut aligned = Vec::with_capacity(detections.len());
+        for d in &detections {
+            aligned.push(align_face(&photo.image, &d.landmarks, &self.alignment)?);
+        }
+        let qualities: Vec<FaceQuality> = detections.iter().zip(&aligned).map(|(d, a)| assess_face(d, &a.image)).collect();
+        timings.align_ms = ms_since(start);
+
+        let start = Instant::now();
+        let crops: Vec<&AlignedFace> = aligned.iter().collect();
+        let embeddings = self.recognizer.embed(&crops)?;
+        timings.embed_ms = ms_since(start);
+
+        let faces = detections
+            .into_iter()
+            .zip(qualities)
+            .zip(aligned)
+            .zip(embeddings)
+            .map(|(((detection, quality), aligned), embedding)| AnalyzedFace { detection, quality, aligned, embedding })
+            .collect();
+        Ok(Analysis { width: photo.width(), height: photo.height(), photo_sha256: photo.sha256.clone(), faces, timings })
+    }
+}
+
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
+}
