@@ -9,6 +9,7 @@ pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod embed;
+pub mod eval;
 pub mod gallery;
 pub mod http;
 pub mod manifest;

@@ -34,6 +34,8 @@ pub enum RuntimeError {
         #[source]
         source: ort::LoadDynamicError,
     },
+    #[error("onnx runtime: {loaded} is already loaded in this process; cannot switch to {requested}")]
+    AlreadyLoaded { loaded: PathBuf, requested: PathBuf },
     #[error("onnx runtime environment: cannot be created")]
     Environment {
         #[source]
@@ -140,16 +142,30 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// ONNX Runtime allows one environment per process (a second `CreateEnv` is refused), so the environment is the
+/// one process-wide value here; everything that varies (threads, sessions, execution target) stays per `Runtime`.
+static ENVIRONMENT: Mutex<Option<(PathBuf, Arc<ort::environment::Environment>)>> = Mutex::new(None);
+
 impl Runtime {
     pub fn init(config: &RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let library = locate_library(config.library.as_deref())?;
+        let mut shared = ENVIRONMENT.lock();
+        if let Some((loaded, environment)) = shared.as_ref() {
+            if *loaded != library {
+                return Err(RuntimeError::AlreadyLoaded { loaded: loaded.clone(), requested: library });
+            }
+            return Ok(Runtime { environment: environment.clone(), config: config.clone(), library });
+        }
         let builder = ort::init_from(&library).map_err(|source| RuntimeError::Load { path: library.clone(), source })?;
-        let environment = builder
-            .with_name("facematch")
-            .with_telemetry(false)
-            .build()
-            .map_err(|source| RuntimeError::Environment { source })?;
-        Ok(Runtime { environment: Arc::new(environment), config: config.clone(), library })
+        let environment = Arc::new(
+            builder
+                .with_name("facematch")
+                .with_telemetry(false)
+                .build()
+                .map_err(|source| RuntimeError::Environment { source })?,
+        );
+        *shared = Some((library.clone(), environment.clone()));
+        Ok(Runtime { environment, config: config.clone(), library })
     }
 
     pub fn library(&self) -> &Path {

@@ -1,0 +1,157 @@
+//! The face pipeline on real models and real photos: every deepface photo yields a face, both recognizers decide
+//! the 520 labelled pairs at their manifest thresholds, multi-face and odd-sized photos, determinism.
+
+mod common;
+
+use std::collections::HashMap;
+
+use facematch::embed::Embedding;
+use facematch::pipeline::{AnalyzeOptions, FacePipeline};
+use image::{imageops, DynamicImage, ImageFormat, RgbImage};
+
+/// The embedding of each photo's subject (its largest face).
+fn subject_embeddings(pipeline: &FacePipeline, photos: &[String]) -> HashMap<String, Embedding> {
+    let mut out = HashMap::new();
+    for rel in photos {
+        let bytes = std::fs::read(common::deepface().join(rel)).unwrap();
+        let analysis = pipeline.analyze_bytes(&bytes, AnalyzeOptions::default()).unwrap();
+        let face = analysis
+            .faces
+            .into_iter()
+            .max_by(|a, b| a.detection.bbox.area().total_cmp(&b.detection.bbox.area()))
+            .unwrap_or_else(|| panic!("{rel}: no face detected"));
+        out.insert(rel.clone(), face.embedding);
+    }
+    out
+}
+
+fn pair_accuracy(recognizer: &str) -> (f64, usize) {
+    let pipeline = common::pipeline(recognizer);
+    let threshold = pipeline.recognizer().manifest().thresholds.as_ref().unwrap().verify;
+    let embeddings = subject_embeddings(&pipeline, &common::deepface_photos());
+    let pairs = common::deepface_pairs();
+    let correct = pairs
+        .iter()
+        .filter(|(a, b, same)| {
+            let s = embeddings[a].similarity(&embeddings[b]).unwrap();
+            (s >= threshold) == *same
+        })
+        .count();
+    (correct as f64 / pairs.len() as f64, pairs.len())
+}
+
+#[test]
+fn every_deepface_photo_yields_a_face() {
+    let pipeline = common::pipeline("face-reid-retail-0095");
+    let photos = common::deepface_photos();
+    assert_eq!(photos.len(), 61);
+    for rel in &photos {
+        let bytes = std::fs::read(common::deepface().join(rel)).unwrap();
+        let faces = pipeline.detector().detect(&pipeline.decode(&bytes).unwrap().image).unwrap();
+        assert!(!faces.is_empty(), "{rel}: no face");
+        assert!(faces.windows(2).all(|w| w[0].score >= w[1].score), "{rel}: not sorted by score");
+    }
+}
+
+#[test]
+fn face_reid_decides_the_deepface_pairs() {
+    let (accuracy, n) = pair_accuracy("face-reid-retail-0095");
+    assert_eq!(n, 520);
+    println!("face-reid-retail-0095: {:.2}% of {n} pairs correct", accuracy * 100.0);
+    assert!(accuracy >= 0.97, "accuracy {accuracy}");
+}
+
+#[test]
+fn dlib_decides_the_deepface_pairs() {
+    let (accuracy, n) = pair_accuracy("dlib-resnet-v1");
+    println!("dlib-resnet-v1: {:.2}% of {n} pairs correct", accuracy * 100.0);
+    assert!(accuracy >= 0.97, "accuracy {accuracy}");
+}
+
+#[test]
+fn a_group_photo_yields_several_faces_with_quality() {
+    let pipeline = common::pipeline("face-reid-retail-0095");
+    let bytes = std::fs::read(common::deepface().join("id04/img54.jpg")).unwrap();
+    let analysis = pipeline.analyze_bytes(&bytes, AnalyzeOptions::default()).unwrap();
+    assert!(analysis.faces.len() >= 3, "found {}", analysis.faces.len());
+    for face in &analysis.faces {
+        assert_eq!(face.embedding.values.len(), 256);
+        assert!(face.quality.inter_eye_px > 10.0);
+        let b = face.detection.bbox;
+        assert!(b.x >= -b.width * 0.2 && b.x + b.width <= 2000.0 * 1.05, "box in photo coordinates: {b:?}");
+        // Landmarks lie inside their box: eyes above mouth.
+        let [le, re, _, lm, rm] = face.detection.landmarks.points;
+        assert!(le[1] < lm[1] && re[1] < rm[1]);
+    }
+    let capped = pipeline.analyze_bytes(&bytes, AnalyzeOptions { max_faces: Some(1), ..Default::default() }).unwrap();
+    assert_eq!(capped.faces.len(), 1);
+}
+
+#[test]
+fn embeddings_are_deterministic_and_unit_length() {
+    let pipeline = common::pipeline("face-reid-retail-0095");
+    let bytes = std::fs::read(common::deepface().join("id01/img1.jpg")).unwrap();
+    let a = pipeline.analyze_bytes(&bytes, AnalyzeOptions::default()).unwrap();
+    let b = pipeline.analyze_bytes(&bytes, AnalyzeOptions::default()).unwrap();
+    assert_eq!(a.faces[0].embedding, b.faces[0].embedding);
+    let norm: f32 = a.faces[0].embedding.values.iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5);
+}
+
+fn encode(img: &RgbImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    DynamicImage::ImageRgb8(img.clone()).write_to(&mut out, ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn photos_from_64_to_8000_pixels_wide_are_handled() {
+    let pipeline = common::pipeline("face-reid-retail-0095");
+    let photo = pipeline.decode(&std::fs::read(common::deepface().join("id05/img14.jpg")).unwrap()).unwrap();
+    let reference = pipeline.analyze(&photo, AnalyzeOptions::default()).unwrap();
+    let ref_face = &reference.faces[0];
+    for width in [64u32, 200, 8000] {
+        let height = (photo.height() as f64 * width as f64 / photo.width() as f64).round() as u32;
+        let resized = imageops::resize(&photo.image, width, height, imageops::FilterType::Triangle);
+        let analysis = pipeline.analyze_bytes(&encode(&resized), AnalyzeOptions::default()).unwrap();
+        let face = analysis.faces.first().unwrap_or_else(|| panic!("{width} px: no face"));
+        let scale = width as f32 / photo.width() as f32;
+        let expected_x = ref_face.detection.bbox.x * scale;
+        assert!(
+            (face.detection.bbox.x - expected_x).abs() < ref_face.detection.bbox.width * scale * 0.15,
+            "{width} px: box x {} vs {expected_x}",
+            face.detection.bbox.x
+        );
+        let s = face.embedding.similarity(&ref_face.embedding).unwrap();
+        println!("{width} px: similarity to the original {s:.3}");
+        if width >= 200 {
+            assert!(s > 0.5, "{width} px: similarity {s}");
+        }
+    }
+}
+
+#[test]
+fn small_faces_in_a_large_photo_need_the_tiled_pass() {
+    // A real face shrunk to ~24 px wide, pasted into a 4000x3000 grey scene.
+    let pipeline = common::pipeline("face-reid-retail-0095");
+    let photo = pipeline.decode(&std::fs::read(common::deepface().join("id05/img14.jpg")).unwrap()).unwrap();
+    let reference = pipeline.analyze(&photo, AnalyzeOptions::default()).unwrap();
+    let b = reference.faces[0].detection.bbox;
+    let pad = b.width * 0.6;
+    let (x0, y0) = ((b.x - pad).max(0.0) as u32, (b.y - pad).max(0.0) as u32);
+    let w = ((b.width + 2.0 * pad) as u32).min(photo.width() - x0);
+    let h = ((b.height + 2.0 * pad) as u32).min(photo.height() - y0);
+    let crop = imageops::crop_imm(&photo.image, x0, y0, w, h).to_image();
+    let target_face = 24.0;
+    let scale = target_face / b.width;
+    let small = imageops::resize(&crop, (w as f32 * scale) as u32, (h as f32 * scale) as u32, imageops::FilterType::Triangle);
+    let mut scene = RgbImage::from_pixel(4000, 3000, image::Rgb([120, 120, 120]));
+    imageops::overlay(&mut scene, &small, 2710, 1830);
+    let bytes = encode(&scene);
+    let coarse = pipeline.analyze_bytes(&bytes, AnalyzeOptions::default()).unwrap();
+    let fine = pipeline.analyze_bytes(&bytes, AnalyzeOptions { min_face_px: Some(20.0), ..Default::default() }).unwrap();
+    assert!(coarse.faces.is_empty(), "a 24 px face is below what one whole-photo pass can see");
+    assert_eq!(fine.faces.len(), 1, "the tiled pass finds the small face");
+    let found = fine.faces[0].detection.bbox;
+    assert!((found.x - 2710.0).abs() < 30.0 && (found.y - 1830.0).abs() < 30.0, "{found:?}");
+}
