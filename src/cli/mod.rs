@@ -1,6 +1,8 @@
 //! Command line: argument parsing and dispatch. Each subcommand lives in its own file; errors are printed here,
 //! at the binary edge, as a chain of causes.
 
+mod bench;
+mod eval;
 mod faces;
 
 use std::path::PathBuf;
@@ -47,6 +49,12 @@ pub enum Command {
     Compare { a: PathBuf, b: PathBuf },
     /// List the model manifests and verify each model file (presence, sha256, tensor names and shapes).
     Models,
+    /// Accuracy evaluation on labelled photo folders (NIST FRTE / ISO/IEC 19795-1 vocabulary).
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+    /// Speed benchmarks: pipeline, ANN index, HTTP service.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 impl Cli {
@@ -91,5 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Embed { photos, min_face_px } => faces::embed(&config, photos, *min_face_px),
         Command::Compare { a, b } => faces::compare(&config, a, b),
         Command::Models => faces::models(&config),
+        Command::Eval(cmd) => eval::run(&config, cmd),
+        Command::Bench(cmd) => bench::run(&config, cmd),
     }
 }
