@@ -120,7 +120,12 @@ pub fn decode_photo(bytes: &[u8], limits: &DecodeLimits) -> Result<Photo, Decode
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.to_rgb8(),
     };
-    Ok(Photo { image, format, sha256: hex::encode(Sha256::digest(bytes)) })
+    Ok(Photo { image, format, sha256: sha256_hex(bytes) })
+}
+
+/// Lower-case hex sha256 of photo bytes: how photos are named in the gallery and the audit trail.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 fn check_size(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), DecodeError> {

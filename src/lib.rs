@@ -12,6 +12,7 @@ pub mod embed;
 pub mod eval;
 pub mod gallery;
 pub mod http;
+pub mod index;
 pub mod manifest;
 pub mod pipeline;
 pub mod quality;

@@ -4,6 +4,7 @@
 mod bench;
 mod eval;
 mod faces;
+mod service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,18 @@ pub enum Command {
     Compare { a: PathBuf, b: PathBuf },
     /// List the model manifests and verify each model file (presence, sha256, tensor names and shapes).
     Models,
+    /// Run the HTTP service (graceful shutdown on SIGTERM / Ctrl-C).
+    Serve(service::ServeArgs),
+    /// Enroll a folder of `<subject>/<photo>` into a watchlist (resumable, parallel, with a progress bar).
+    Enroll(service::EnrollArgs),
+    /// Search a photo's faces against the watchlists.
+    Search(service::SearchArgs),
+    /// Manage subjects.
+    #[command(subcommand)]
+    Subjects(service::SubjectsCommand),
+    /// Manage watchlists.
+    #[command(subcommand)]
+    Watchlists(service::WatchlistsCommand),
     /// Accuracy evaluation on labelled photo folders (NIST FRTE / ISO/IEC 19795-1 vocabulary).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -99,6 +112,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Embed { photos, min_face_px } => faces::embed(&config, photos, *min_face_px),
         Command::Compare { a, b } => faces::compare(&config, a, b),
         Command::Models => faces::models(&config),
+        Command::Serve(args) => service::serve(&config, args),
+        Command::Enroll(args) => service::enroll(&config, args),
+        Command::Search(args) => service::search(&config, args),
+        Command::Subjects(cmd) => service::subjects(&config, cmd),
+        Command::Watchlists(cmd) => service::watchlists(&config, cmd),
         Command::Eval(cmd) => eval::run(&config, cmd),
         Command::Bench(cmd) => bench::run(&config, cmd),
     }

@@ -956,6 +956,32 @@ impl GalleryStore for SqliteStore {
         })
     }
 
+    fn subject_embeddings(&self, subject_id: i64, model_id: &str) -> Result<Vec<(i64, Vec<f32>)>, GalleryError> {
+        self.read(|tx| {
+            if !subject_exists(tx, subject_id)? {
+                return Err(GalleryError::not_found(Entity::Subject, subject_id));
+            }
+            let mut statement = tx
+                .prepare_cached("SELECT id, embedding FROM template WHERE subject_id = ?1 AND model_id = ?2 ORDER BY id")
+                .context("read subject embeddings")?;
+            let mut rows = statement.query(params![subject_id, model_id]).context("read subject embeddings")?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().context("read subject embeddings")? {
+                let key: i64 = row.get(0).context("read template key")?;
+                let blob = row
+                    .get_ref(1)
+                    .and_then(|value| value.as_blob().map_err(|source| conversion_failure(1, Type::Blob, source)))
+                    .context("read template embedding")?;
+                let mut embedding = Vec::new();
+                decode_embedding(blob, &mut embedding)
+                    .map_err(|source| conversion_failure(1, Type::Blob, source))
+                    .context("decode template embedding")?;
+                out.push((key, embedding));
+            }
+            Ok(out)
+        })
+    }
+
     fn count_templates(&self, model_id: &str) -> Result<usize, GalleryError> {
         self.read(|tx| {
             tx.prepare_cached("SELECT count(*) FROM template WHERE model_id = ?1")

@@ -67,6 +67,9 @@ pub trait GalleryStore: Send + Sync {
         model_id: &str,
         sink: &mut TemplateSink<'_>,
     ) -> Result<u64, GalleryError>;
+    /// A subject's templates of one model with their embeddings (1:1 verification against a subject; relabelling
+    /// the index when a subject moves to another watchlist).
+    fn subject_embeddings(&self, subject_id: i64, model_id: &str) -> Result<Vec<(i64, Vec<f32>)>, GalleryError>;
     fn count_templates(&self, model_id: &str) -> Result<usize, GalleryError>;
     /// Persisted change counter of the template set; an ANN index recorded at another generation is stale.
     fn generation(&self) -> Result<u64, GalleryError>;

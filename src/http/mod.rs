@@ -1,8 +1,28 @@
-//! The HTTP edge: routes, request parsing and the mapping of domain errors to HTTP statuses.
+//! The HTTP edge: `app(state) -> Router`, `serve(listener, shutdown)`, and the admission control that keeps heavy
+//! photo work bounded. Handlers are thin: parse, call the service core off the async runtime, map errors.
 
+mod error;
+mod handlers;
+pub use handlers::ROUTES;
+pub mod metrics;
+pub mod openapi;
+
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
 use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use error::ApiError;
+
+use crate::service::WatchlistService;
 
 /// HTTP server settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -14,7 +34,7 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Photo analyses running at once (default: number of cores).
     pub max_concurrent_analyses: usize,
-    /// Analyses allowed to wait for a slot before requests are refused with 503 (default 32).
+    /// Analyses allowed to wait for a slot before requests are refused with 503 + Retry-After (default 32).
     pub max_queued_analyses: usize,
 }
 
@@ -28,4 +48,106 @@ impl Default for ServerConfig {
             max_queued_analyses: 32,
         }
     }
+}
+
+/// Bounded admission of CPU-heavy work: a request first takes a ticket (running + queued), or is refused with 503;
+/// then waits for one of the running slots. Work never piles up without bound.
+#[derive(Clone)]
+pub struct Admission {
+    tickets: Arc<Semaphore>,
+    slots: Arc<Semaphore>,
+}
+
+impl Admission {
+    pub fn new(running: usize, queued: usize) -> Admission {
+        Admission { tickets: Arc::new(Semaphore::new(running.max(1) + queued)), slots: Arc::new(Semaphore::new(running.max(1))) }
+    }
+
+    /// Runs `work` on the blocking pool once admitted.
+    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+        let _ticket = self.tickets.clone().try_acquire_owned().map_err(|_| ApiError::busy())?;
+        let _slot = self.slots.clone().acquire_owned().await.map_err(|_| ApiError::busy())?;
+        tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::internal(format!("worker failed: {e}")))
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<WatchlistService>,
+    pub admission: Admission,
+    pub metrics: Arc<metrics::Metrics>,
+    pub config: ServerConfig,
+}
+
+impl AppState {
+    pub fn new(service: Arc<WatchlistService>, config: ServerConfig) -> AppState {
+        AppState {
+            admission: Admission::new(config.max_concurrent_analyses, config.max_queued_analyses),
+            metrics: Arc::new(metrics::Metrics::default()),
+            service,
+            config,
+        }
+    }
+}
+
+/// The router.
+pub fn app(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    handlers::routes()
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Records latency per matched route and errors by code.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state.metrics.observe_request(&route, &method, started.elapsed().as_secs_f64());
+    if let Some(code) = response.extensions().get::<error::ErrorCode>() {
+        state.metrics.count_error(code.0);
+    } else if response.status().is_client_error() || response.status().is_server_error() {
+        state.metrics.count_error("http_error");
+    }
+    response
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests and saves the index.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let service = state.service.clone();
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+    let saved = tokio::task::spawn_blocking(move || service.persist_index()).await;
+    match saved {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = ?anyhow::Error::from(e), "index not saved; it will be rebuilt at the next start"),
+        Err(e) => tracing::warn!(error = %e, "index save task failed"),
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
 }

@@ -1,0 +1,615 @@
+//! The index benchmark behind `facematch bench index`: a seeded clustered-unit-vector generator, raw f32 dumps for
+//! the Python side-by-side (`scripts/ann_side_by_side.py`), and the measurements of our HNSW (build on N threads,
+//! recall@k and single-thread queries/s per ef, memory, save/load, deletion, filtering) plus, optionally, `hnsw_rs`.
+//!
+//! Generator: `clusters` centres drawn uniformly on the unit sphere (normalised gaussians); each point picks a
+//! centre uniformly and adds isotropic gaussian noise of total expected norm `spread` (per-component sigma
+//! `spread / sqrt(dim)`), then is normalised. With `spread` 1.0 a point's cosine to its centre is about 0.71 and two
+//! points of one cluster about 0.5, so neighbours inside a cluster are close to ties and the search has real work to
+//! do; queries come from the same centres with an independent noise stream.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AnnIndex, ExactIndex, HnswConfig, HnswIndex, IndexError, LabelFilter, Neighbour, SearchParams, SimdLevel,
+};
+
+/// Shape of a clustered unit-vector data set; the same spec and stream always give the same vectors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    pub dim: usize,
+    pub clusters: usize,
+    /// Expected norm of the noise added to a centre before normalising.
+    pub spread: f32,
+    /// Seeds the centres.
+    pub seed: u64,
+}
+
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Standard normal sample (Box–Muller; one of the pair is enough here).
+fn gaussian(rng: &mut ChaCha8Rng) -> f32 {
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+fn normalise(v: &mut [f32]) {
+    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt() as f32;
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+/// `n` unit vectors (row-major) around the spec's centres; `stream` selects an independent noise sequence (base set
+/// and queries use different streams). Generated in parallel in fixed chunks, so the output does not depend on the
+/// thread count.
+pub fn clustered_unit_vectors(spec: &ClusterSpec, n: usize, stream: u64) -> Vec<f32> {
+    const CHUNK: usize = 4096;
+    let dim = spec.dim.max(1);
+    let clusters = spec.clusters.max(1);
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(spec.seed));
+    let mut centres = vec![0f32; clusters * dim];
+    for c in centres.chunks_mut(dim) {
+        c.iter_mut().for_each(|x| *x = gaussian(&mut rng));
+        normalise(c);
+    }
+    let sigma = spec.spread / (dim as f32).sqrt();
+    let mut out = vec![0f32; n * dim];
+    out.par_chunks_mut(CHUNK * dim).enumerate().for_each(|(chunk, rows)| {
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(spec.seed ^ mix(stream.wrapping_add(1)) ^ mix(chunk as u64 + 7)));
+        for v in rows.chunks_mut(dim) {
+            let c = rng.random_range(0..clusters);
+            for (x, centre) in v.iter_mut().zip(&centres[c * dim..(c + 1) * dim]) {
+                *x = centre + sigma * gaussian(&mut rng);
+            }
+            normalise(v);
+        }
+    });
+    out
+}
+
+/// Mean fraction of the true top-k found (ties are not special-cased: exact similarities rarely tie).
+pub fn recall_at_k(got: &[Vec<Neighbour>], truth: &[Vec<Neighbour>], k: usize) -> f64 {
+    let mut sum = 0.0;
+    let mut counted = 0usize;
+    for (g, t) in got.iter().zip(truth) {
+        let want = t.len().min(k);
+        if want == 0 {
+            continue;
+        }
+        let hits = t[..want].iter().filter(|n| g.iter().take(k).any(|x| x.key == n.key)).count();
+        sum += hits as f64 / want as f64;
+        counted += 1;
+    }
+    if counted == 0 {
+        1.0
+    } else {
+        sum / counted as f64
+    }
+}
+
+/// What `run_index_bench` measures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexBenchConfig {
+    pub n: usize,
+    pub dim: usize,
+    pub queries: usize,
+    pub k: usize,
+    pub ef: Vec<usize>,
+    pub m: usize,
+    pub ef_construction: usize,
+    pub build_threads: usize,
+    pub seed: u64,
+    pub clusters: usize,
+    pub spread: f32,
+    /// Where the raw vectors, ground truth, saved index and `report.json` go.
+    pub out_dir: PathBuf,
+    /// Also build and query `hnsw_rs` 0.3 with the same parameters (slow beyond ~100k).
+    pub compare_hnsw_rs: bool,
+    /// Measure recall after deleting 10 % and 50 % (tombstones, consolidated, and rebuilt when `rebuild` is set).
+    pub deletion: bool,
+    /// Rebuild from the survivors for comparison in the deletion study (costs about a build of that size).
+    pub rebuild: bool,
+    /// Measure filtered search at several selectivities, graph walk vs exact scan.
+    pub filter: bool,
+    /// Queries used for the deletion and filter studies (a prefix of the query set).
+    pub study_queries: usize,
+}
+
+impl Default for IndexBenchConfig {
+    fn default() -> Self {
+        Self {
+            n: 100_000,
+            dim: 128,
+            queries: 1_000,
+            k: 10,
+            ef: vec![16, 32, 64, 128],
+            m: 16,
+            ef_construction: 200,
+            build_threads: 2,
+            seed: 42,
+            clusters: 1_000,
+            spread: 1.0,
+            out_dir: PathBuf::from("target/bench-index"),
+            compare_hnsw_rs: false,
+            deletion: true,
+            rebuild: true,
+            filter: true,
+            study_queries: 200,
+        }
+    }
+}
+
+/// Recall and speed of one setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EfPoint {
+    pub ef: usize,
+    pub recall: f64,
+    pub queries_per_second: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OursReport {
+    pub build_seconds: f64,
+    /// `IndexStats::memory_bytes` after the build.
+    pub memory_bytes: usize,
+    /// Growth of the process's resident set over the build (Linux; `None` elsewhere).
+    pub rss_bytes: Option<u64>,
+    pub bytes_per_template: f64,
+    pub record_bytes: usize,
+    pub max_level: usize,
+    pub search: Vec<EfPoint>,
+    pub save_seconds: f64,
+    pub load_seconds: f64,
+    pub file_bytes: u64,
+    /// The loaded index answered the study queries exactly like the built one.
+    pub load_identical: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HnswRsReport {
+    pub build_seconds: f64,
+    pub rss_bytes: Option<u64>,
+    pub search: Vec<EfPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeletionPoint {
+    pub deleted_fraction: f64,
+    /// "tombstones", "consolidated" or "rebuilt".
+    pub stage: String,
+    /// Cost of reaching this stage from the tombstones (consolidation or rebuild time).
+    pub seconds: f64,
+    pub live: usize,
+    pub search: Vec<EfPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterPoint {
+    pub labels: usize,
+    pub allowed: usize,
+    pub selectivity: f64,
+    pub ef: usize,
+    pub graph: EfPoint,
+    pub scan: EfPoint,
+    /// What the index's rule picks for this case: "scan" or "graph".
+    pub chosen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexBenchReport {
+    pub config: IndexBenchConfig,
+    pub simd: SimdLevel,
+    pub generator: ClusterSpec,
+    pub generate_seconds: f64,
+    pub ours: OursReport,
+    pub exact_ms_per_query: f64,
+    pub ground_truth_seconds: f64,
+    pub hnsw_rs: Option<HnswRsReport>,
+    pub deletion: Vec<DeletionPoint>,
+    pub filter: Vec<FilterPoint>,
+}
+
+/// Resident set size of this process (Linux `/proc/self/status`).
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
+    move |source| IndexError::Io { path: path.to_path_buf(), source }
+}
+
+fn write_f32(path: &Path, data: &[f32]) -> Result<(), IndexError> {
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(path).map_err(io_error(path))?);
+    for chunk in data.chunks(1 << 16) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
+        w.write_all(&bytes).map_err(io_error(path))?;
+    }
+    w.flush().map_err(io_error(path))
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), IndexError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|source| IndexError::Report { path: path.to_path_buf(), source })?;
+    std::fs::write(path, text).map_err(io_error(path))
+}
+
+/// Single-thread pass over `queries`, returning (results, queries per second).
+fn timed_queries(
+    index: &dyn AnnIndex,
+    queries: &[f32],
+    dim: usize,
+    params: &SearchParams,
+) -> Result<(Vec<Vec<Neighbour>>, f64), IndexError> {
+    let started = Instant::now();
+    let results = queries.chunks(dim).map(|q| index.search(q, params)).collect::<Result<Vec<_>, _>>()?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((results, (queries.len() / dim) as f64 / seconds.max(1e-9)))
+}
+
+fn sweep(
+    index: &dyn AnnIndex,
+    queries: &[f32],
+    truth: &[Vec<Neighbour>],
+    cfg: &IndexBenchConfig,
+) -> Result<Vec<EfPoint>, IndexError> {
+    cfg.ef
+        .iter()
+        .map(|&ef| {
+            let params = SearchParams { k: cfg.k, ef: Some(ef), filter: LabelFilter::All };
+            let (got, qps) = timed_queries(index, queries, cfg.dim, &params)?;
+            Ok(EfPoint { ef, recall: recall_at_k(&got, truth, cfg.k), queries_per_second: qps })
+        })
+        .collect()
+}
+
+/// Runs the whole benchmark; see the module docs and docs/ann-index.md.
+pub fn run_index_bench(cfg: &IndexBenchConfig) -> Result<IndexBenchReport, IndexError> {
+    run_index_bench_with_progress(cfg, &mut |_| {})
+}
+
+/// `run_index_bench` reporting each phase to `progress` (also logged with `tracing`).
+pub fn run_index_bench_with_progress(
+    cfg: &IndexBenchConfig,
+    progress: &mut dyn FnMut(&str),
+) -> Result<IndexBenchReport, IndexError> {
+    let mut say = |msg: String| {
+        tracing::info!("{msg}");
+        progress(&msg);
+    };
+    let dim = cfg.dim;
+    let out = &cfg.out_dir;
+    std::fs::create_dir_all(out).map_err(io_error(out))?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(cfg.build_threads.max(1)).build().map_err(IndexError::ThreadPool)?;
+
+    let spec = ClusterSpec { dim, clusters: cfg.clusters, spread: cfg.spread, seed: cfg.seed };
+    say(format!("generating {} + {} vectors of dim {dim}", cfg.n, cfg.queries));
+    let started = Instant::now();
+    let base = pool.install(|| clustered_unit_vectors(&spec, cfg.n, 0));
+    let queries = pool.install(|| clustered_unit_vectors(&spec, cfg.queries, 1));
+    let generate_seconds = started.elapsed().as_secs_f64();
+    write_f32(&out.join("base.f32"), &base)?;
+    write_f32(&out.join("queries.f32"), &queries)?;
+    let keys: Vec<u64> = (0..cfg.n as u64).collect();
+    // Labels are independent of the clusters, like watchlists are of faces: 1000 labels of 0.1 % each.
+    let labels: Vec<u32> = keys.iter().map(|&k| (mix(k ^ 0xfeed) % 1000) as u32).collect();
+
+    say(format!("building our HNSW on {} threads", cfg.build_threads));
+    let hnsw_config = HnswConfig {
+        m: cfg.m,
+        ef_construction: cfg.ef_construction,
+        seed: cfg.seed,
+        consolidate_fraction: None,
+        ..HnswConfig::default()
+    };
+    let rss_before = rss_bytes();
+    let started = Instant::now();
+    let hnsw = HnswIndex::new(dim, hnsw_config.clone());
+    pool.install(|| hnsw.insert_flat(&keys, &labels, &base))?;
+    let build_seconds = started.elapsed().as_secs_f64();
+    let rss_after = rss_bytes();
+    let stats = hnsw.stats();
+    say(format!("built in {build_seconds:.1} s, {} bytes", stats.memory_bytes));
+
+    say("exact ground truth".to_owned());
+    let exact = ExactIndex::new(dim);
+    exact.insert_flat(&keys, &labels, &base)?;
+    drop(base);
+    let started = Instant::now();
+    let truth = pool.install(|| exact.search_batch(&queries, &SearchParams::top(cfg.k)))?;
+    let ground_truth_seconds = started.elapsed().as_secs_f64();
+    let gt_path = out.join("gt.u32");
+    {
+        let mut w = BufWriter::new(File::create(&gt_path).map_err(io_error(&gt_path))?);
+        for row in &truth {
+            for i in 0..cfg.k {
+                let key = row.get(i).map_or(u32::MAX, |n| n.key as u32);
+                w.write_all(&key.to_le_bytes()).map_err(io_error(&gt_path))?;
+            }
+        }
+        w.flush().map_err(io_error(&gt_path))?;
+    }
+    let exact_probe = cfg.queries.min(20);
+    let (_, exact_qps) = timed_queries(&exact, &queries[..exact_probe * dim], dim, &SearchParams::top(cfg.k))?;
+    write_json(
+        &out.join("meta.json"),
+        &serde_json::json!({
+            "n": cfg.n, "dim": dim, "queries": cfg.queries, "k": cfg.k, "ef": cfg.ef, "m": cfg.m,
+            "ef_construction": cfg.ef_construction, "build_threads": cfg.build_threads, "seed": cfg.seed,
+            "base": "base.f32", "query_file": "queries.f32", "ground_truth": "gt.u32",
+            "layout": "little-endian f32 row-major; ground truth u32 row ids, k per query, best first",
+        }),
+    )?;
+
+    say("searching (one thread)".to_owned());
+    let warm = &queries[..cfg.queries.min(200) * dim];
+    timed_queries(&hnsw, warm, dim, &SearchParams::top(cfg.k))?;
+    let search = sweep(&hnsw, &queries, &truth, cfg)?;
+    for p in &search {
+        say(format!("ef {}: recall@{} {:.4}, {:.0} q/s", p.ef, cfg.k, p.recall, p.queries_per_second));
+    }
+
+    say("save / load".to_owned());
+    let index_path = out.join("index.hnsw");
+    let started = Instant::now();
+    hnsw.save(&index_path, 1)?;
+    let save_seconds = started.elapsed().as_secs_f64();
+    let file_bytes = std::fs::metadata(&index_path).map_err(io_error(&index_path))?.len();
+    let started = Instant::now();
+    let (loaded, _) = HnswIndex::load(&index_path, dim)?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let study = &queries[..cfg.study_queries.min(cfg.queries) * dim];
+    let params = SearchParams { k: cfg.k, ef: Some(64), filter: LabelFilter::All };
+    let mut load_identical = true;
+    for q in study.chunks(dim) {
+        load_identical &= hnsw.search(q, &params)? == loaded.search(q, &params)?;
+    }
+    drop(hnsw);
+    let mut hnsw = loaded;
+    say(format!("saved in {save_seconds:.2} s, loaded in {load_seconds:.2} s ({file_bytes} bytes)"));
+
+    let ours = OursReport {
+        build_seconds,
+        memory_bytes: stats.memory_bytes,
+        rss_bytes: rss_before.zip(rss_after).map(|(b, a)| a.saturating_sub(b)),
+        bytes_per_template: stats.memory_bytes as f64 / cfg.n.max(1) as f64,
+        record_bytes: hnsw.record_bytes(),
+        max_level: stats.max_level,
+        search,
+        save_seconds,
+        load_seconds,
+        file_bytes,
+        load_identical,
+    };
+
+    let filter = if cfg.filter { filter_study(&mut hnsw, &exact, study, cfg, &pool, &mut say)? } else { Vec::new() };
+
+    let hnsw_rs = if cfg.compare_hnsw_rs {
+        say("building hnsw_rs".to_owned());
+        Some(hnsw_rs_side(&exact, &keys, &queries, &truth, cfg, &pool)?)
+    } else {
+        None
+    };
+
+    let deletion = if cfg.deletion { deletion_study(&hnsw, &exact, study, cfg, &pool, &hnsw_config, &mut say)? } else { Vec::new() };
+
+    let report = IndexBenchReport {
+        config: cfg.clone(),
+        simd: SimdLevel::detect(),
+        generator: spec,
+        generate_seconds,
+        ours,
+        exact_ms_per_query: 1000.0 / exact_qps,
+        ground_truth_seconds,
+        hnsw_rs,
+        deletion,
+        filter,
+    };
+    write_json(&out.join("report.json"), &report)?;
+    say(format!("report written to {}", out.join("report.json").display()));
+    Ok(report)
+}
+
+fn filter_study(
+    hnsw: &mut HnswIndex,
+    exact: &ExactIndex,
+    study: &[f32],
+    cfg: &IndexBenchConfig,
+    pool: &rayon::ThreadPool,
+    say: &mut dyn FnMut(String),
+) -> Result<Vec<FilterPoint>, IndexError> {
+    let dim = cfg.dim;
+    let factor = hnsw.config().filter_scan_factor;
+    let live = hnsw.len();
+    let mut points = Vec::new();
+    for label_count in [1usize, 3, 10, 30, 100, 300] {
+        let allowed_labels: Vec<u32> = (0..label_count as u32).collect();
+        let filter = LabelFilter::Only(allowed_labels);
+        let ef = 64;
+        let params = SearchParams { k: cfg.k, ef: Some(ef), filter };
+        let truth = pool.install(|| exact.search_batch(study, &params))?;
+        hnsw.set_filter_scan_factor(0.0);
+        let (got, graph_qps) = timed_queries(&*hnsw, study, dim, &params)?;
+        let graph = EfPoint { ef, recall: recall_at_k(&got, &truth, cfg.k), queries_per_second: graph_qps };
+        hnsw.set_filter_scan_factor(f64::INFINITY);
+        let (got, scan_qps) = timed_queries(&*hnsw, study, dim, &params)?;
+        let scan = EfPoint { ef, recall: recall_at_k(&got, &truth, cfg.k), queries_per_second: scan_qps };
+        hnsw.set_filter_scan_factor(factor);
+        let allowed = hnsw.count_labels(match &params.filter {
+            LabelFilter::Only(l) => l,
+            LabelFilter::All => &[],
+        });
+        let chosen = if (allowed as f64).powi(2) <= factor * ef as f64 * live as f64 { "scan" } else { "graph" };
+        say(format!(
+            "filter {label_count} labels ({allowed} allowed): graph {:.4} @ {:.0} q/s, scan {:.4} @ {:.0} q/s -> {chosen}",
+            graph.recall, graph.queries_per_second, scan.recall, scan.queries_per_second
+        ));
+        points.push(FilterPoint {
+            labels: label_count,
+            allowed,
+            selectivity: allowed as f64 / live.max(1) as f64,
+            ef,
+            graph,
+            scan,
+            chosen: chosen.to_owned(),
+        });
+    }
+    Ok(points)
+}
+
+fn deletion_study(
+    hnsw: &HnswIndex,
+    exact: &ExactIndex,
+    study: &[f32],
+    cfg: &IndexBenchConfig,
+    pool: &rayon::ThreadPool,
+    hnsw_config: &HnswConfig,
+    say: &mut dyn FnMut(String),
+) -> Result<Vec<DeletionPoint>, IndexError> {
+    let mut points = Vec::new();
+    let n = cfg.n as u64;
+    // Deletion order is a seeded shuffle of all keys so that both steps remove random templates.
+    let mut order: Vec<u64> = (0..n).collect();
+    order.sort_by_key(|&k| mix(k ^ cfg.seed ^ 0xde1e7e));
+    let mut removed = 0usize;
+    for fraction in [0.1f64, 0.5] {
+        let target = (cfg.n as f64 * fraction) as usize;
+        let started = Instant::now();
+        for &key in &order[removed..target] {
+            hnsw.remove(key)?;
+            exact.remove(key)?;
+        }
+        removed = target;
+        let remove_seconds = started.elapsed().as_secs_f64();
+        let truth = pool.install(|| exact.search_batch(study, &SearchParams::top(cfg.k)))?;
+        let live = hnsw.len();
+        let tomb = sweep(hnsw, study, &truth, cfg)?;
+        say(format!("deleted {:.0} %: tombstones recall {:?}", fraction * 100.0, tomb.iter().map(|p| p.recall).collect::<Vec<_>>()));
+        points.push(DeletionPoint { deleted_fraction: fraction, stage: "tombstones".into(), seconds: remove_seconds, live, search: tomb });
+        let report = pool.install(|| hnsw.consolidate())?;
+        let consolidated = sweep(hnsw, study, &truth, cfg)?;
+        say(format!(
+            "consolidated in {:.2} s ({} lists): recall {:?}",
+            report.seconds,
+            report.repaired_lists,
+            consolidated.iter().map(|p| p.recall).collect::<Vec<_>>()
+        ));
+        points.push(DeletionPoint { deleted_fraction: fraction, stage: "consolidated".into(), seconds: report.seconds, live, search: consolidated });
+        if cfg.rebuild {
+            let survivors: Vec<u64> = order[removed..].to_vec();
+            let mut vectors = Vec::with_capacity(survivors.len() * cfg.dim);
+            for &k in &survivors {
+                vectors.extend(exact.vector(k).unwrap_or_default());
+            }
+            let started = Instant::now();
+            let rebuilt = HnswIndex::new(cfg.dim, hnsw_config.clone());
+            pool.install(|| rebuilt.insert_flat(&survivors, &vec![0; survivors.len()], &vectors))?;
+            let seconds = started.elapsed().as_secs_f64();
+            let search = sweep(&rebuilt, study, &truth, cfg)?;
+            say(format!("rebuilt in {seconds:.1} s: recall {:?}", search.iter().map(|p| p.recall).collect::<Vec<_>>()));
+            points.push(DeletionPoint { deleted_fraction: fraction, stage: "rebuilt".into(), seconds, live, search });
+        }
+    }
+    Ok(points)
+}
+
+fn hnsw_rs_side(
+    exact: &ExactIndex,
+    keys: &[u64],
+    queries: &[f32],
+    truth: &[Vec<Neighbour>],
+    cfg: &IndexBenchConfig,
+    pool: &rayon::ThreadPool,
+) -> Result<HnswRsReport, IndexError> {
+    use hnsw_rs::prelude::{DistDot, Hnsw};
+    let vectors: Vec<Vec<f32>> = keys.iter().map(|&k| exact.vector(k).unwrap_or_default()).collect();
+    let items: Vec<(&Vec<f32>, usize)> = vectors.iter().zip(keys).map(|(v, &k)| (v, k as usize)).collect();
+    let rss_before = rss_bytes();
+    let started = Instant::now();
+    let index = Hnsw::<f32, DistDot>::new(cfg.m, cfg.n, 16, cfg.ef_construction, DistDot {});
+    pool.install(|| index.parallel_insert(&items));
+    let build_seconds = started.elapsed().as_secs_f64();
+    let rss_after = rss_bytes();
+    let mut search = Vec::new();
+    for &ef in &cfg.ef {
+        let started = Instant::now();
+        let got: Vec<Vec<Neighbour>> = queries
+            .chunks(cfg.dim)
+            .map(|q| {
+                index.search(q, cfg.k, ef).into_iter().map(|n| Neighbour { key: n.d_id as u64, similarity: 1.0 - n.distance }).collect()
+            })
+            .collect();
+        let qps = (queries.len() / cfg.dim) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        search.push(EfPoint { ef, recall: recall_at_k(&got, truth, cfg.k), queries_per_second: qps });
+    }
+    Ok(HnswRsReport { build_seconds, rss_bytes: rss_before.zip(rss_after).map(|(b, a)| a.saturating_sub(b)), search })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generator_is_deterministic_unit_and_clustered() {
+        let spec = ClusterSpec { dim: 64, clusters: 10, spread: 1.0, seed: 5 };
+        let a = clustered_unit_vectors(&spec, 5000, 0);
+        assert_eq!(a, clustered_unit_vectors(&spec, 5000, 0));
+        assert_ne!(a, clustered_unit_vectors(&spec, 5000, 1));
+        for v in a.chunks(64) {
+            let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4);
+        }
+        // Each point's nearest other point is far more similar than a random pair: the data is clustered.
+        let dot = |i: usize, j: usize| a[i * 64..][..64].iter().zip(&a[j * 64..][..64]).map(|(x, y)| x * y).sum::<f32>();
+        let best: f32 = (1..5000).map(|j| dot(0, j)).fold(f32::MIN, f32::max);
+        let mean: f32 = (1..5000).map(|j| dot(0, j)).sum::<f32>() / 4999.0;
+        assert!(best > 0.4 && mean.abs() < 0.2, "best {best}, mean {mean}");
+    }
+
+    #[test]
+    fn small_bench_runs_end_to_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = IndexBenchConfig {
+            n: 3000,
+            dim: 32,
+            queries: 50,
+            ef: vec![16, 64],
+            m: 8,
+            ef_construction: 64,
+            clusters: 20,
+            out_dir: dir.path().to_path_buf(),
+            compare_hnsw_rs: true,
+            study_queries: 30,
+            ..IndexBenchConfig::default()
+        };
+        let report = run_index_bench(&cfg).expect("bench");
+        assert!(report.ours.load_identical);
+        assert!(report.ours.search[1].recall > 0.9, "{:?}", report.ours.search);
+        assert_eq!(report.deletion.len(), 6);
+        assert_eq!(report.filter.len(), 6);
+        assert!(report.hnsw_rs.as_ref().is_some_and(|r| r.search.len() == 2));
+        let base = std::fs::metadata(dir.path().join("base.f32")).expect("base").len();
+        assert_eq!(base, 3000 * 32 * 4);
+        assert_eq!(std::fs::metadata(dir.path().join("gt.u32")).expect("gt").len(), 50 * 10 * 4);
+        let back: IndexBenchReport =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).expect("report")).expect("json");
+        assert_eq!(back.config.n, 3000);
+    }
+}

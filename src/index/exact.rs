@@ -1,0 +1,332 @@
+//! The exact index: a flat row-major f32 matrix scanned with the SIMD dot kernel. It is the ground truth for the
+//! HNSW recall measurements and the right index for small galleries.
+//!
+//! Consistency: one `RwLock` guards the matrix; a search holds it shared for one scan, a write holds it exclusively
+//! for O(dimension) work (append or swap-remove), so writers wait at most one scan and readers at most one append.
+
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::path::Path;
+
+use parking_lot::RwLock;
+use rayon::prelude::*;
+
+use super::file::{self, corrupt, Header, IndexReader, Kind};
+use super::rank::{pack, similarity, slot};
+use super::simd::{dispatch, Kernel, KernelTask, SimdLevel};
+use super::{check_params, check_vector, AnnIndex, IndexError, IndexStats, LabelSet, Neighbour, SearchParams, TemplateKey};
+
+#[derive(Default)]
+struct Rows {
+    vectors: Vec<f32>,
+    keys: Vec<TemplateKey>,
+    labels: Vec<u32>,
+    by_key: HashMap<TemplateKey, u32>,
+}
+
+impl Rows {
+    fn push(&mut self, key: TemplateKey, label: u32, vector: &[f32]) {
+        self.by_key.insert(key, self.keys.len() as u32);
+        self.keys.push(key);
+        self.labels.push(label);
+        self.vectors.extend_from_slice(vector);
+    }
+}
+
+/// Brute-force cosine search over all rows.
+pub struct ExactIndex {
+    dim: usize,
+    simd: SimdLevel,
+    rows: RwLock<Rows>,
+}
+
+impl ExactIndex {
+    pub fn new(dimension: usize) -> Self {
+        Self { dim: dimension, simd: SimdLevel::detect(), rows: RwLock::new(Rows::default()) }
+    }
+
+    /// Runs the kernel at `level` or below (whatever this CPU supports); for benches and tests.
+    pub fn with_simd(mut self, level: SimdLevel) -> Self {
+        self.simd = SimdLevel::detect().capped(level);
+        self
+    }
+
+    /// Bulk insert from flat arrays (`vectors` is `keys.len() * dimension` long), validated as a whole first.
+    pub fn insert_flat(&self, keys: &[TemplateKey], labels: &[u32], vectors: &[f32]) -> Result<(), IndexError> {
+        let dim = self.dim;
+        if labels.len() != keys.len() || vectors.len() != keys.len() * dim {
+            return Err(IndexError::DimensionMismatch { expected: keys.len() * dim, actual: vectors.len() });
+        }
+        vectors.par_chunks(dim.max(1)).try_for_each(|v| check_vector(dim, v))?;
+        let mut rows = self.rows.write();
+        let mut seen = HashSet::with_capacity(keys.len());
+        if let Some(&dup) = keys.iter().find(|k| rows.by_key.contains_key(k) || !seen.insert(**k)) {
+            return Err(IndexError::DuplicateKey(dup));
+        }
+        rows.vectors.reserve(vectors.len());
+        for (i, &key) in keys.iter().enumerate() {
+            rows.push(key, labels[i], &vectors[i * dim..(i + 1) * dim]);
+        }
+        Ok(())
+    }
+
+    /// Searches many queries (row-major, `dimension` each) in parallel on the current rayon pool.
+    pub fn search_batch(&self, queries: &[f32], params: &SearchParams) -> Result<Vec<Vec<Neighbour>>, IndexError> {
+        queries.par_chunks(self.dim.max(1)).map(|q| self.search(q, params)).collect()
+    }
+
+    /// The stored vector of `key`, if present.
+    pub fn vector(&self, key: TemplateKey) -> Option<Vec<f32>> {
+        let rows = self.rows.read();
+        rows.by_key.get(&key).map(|&r| rows.vectors[r as usize * self.dim..(r as usize + 1) * self.dim].to_vec())
+    }
+
+    /// Builds an index from a file written by `save`; returns it with the stored gallery generation.
+    pub fn load(path: &Path, dimension: usize) -> Result<(Self, u64), IndexError> {
+        let mut reader = IndexReader::open(path, Kind::Exact, dimension)?;
+        let h = reader.header.clone();
+        if h.stride as usize != dimension * 4 || h.slots >= u64::from(u32::MAX) {
+            return Err(corrupt(path, "row layout does not match the dimension"));
+        }
+        let n = h.slots as usize;
+        reader.expect_body(n as u64 * (dimension as u64 * 4 + 8 + 4))?;
+        let mut vectors = vec![0f32; n * dimension];
+        let mut keys = vec![0u64; n];
+        let mut labels = vec![0u32; n];
+        // SAFETY: plain-old-data buffers viewed as bytes for the read; every bit pattern is a valid f32/u64/u32.
+        unsafe {
+            reader.read_section(std::slice::from_raw_parts_mut(vectors.as_mut_ptr().cast::<u8>(), n * dimension * 4))?;
+            reader.read_section(std::slice::from_raw_parts_mut(keys.as_mut_ptr().cast::<u8>(), n * 8))?;
+            reader.read_section(std::slice::from_raw_parts_mut(labels.as_mut_ptr().cast::<u8>(), n * 4))?;
+        }
+        reader.verify()?;
+        let mut by_key = HashMap::with_capacity(n);
+        for (i, &k) in keys.iter().enumerate() {
+            if by_key.insert(k, i as u32).is_some() {
+                return Err(corrupt(path, format!("key {k} appears twice")));
+            }
+        }
+        if h.live != n as u64 {
+            return Err(corrupt(path, "row count disagrees with the header"));
+        }
+        let index = Self::new(dimension);
+        *index.rows.write() = Rows { vectors, keys, labels, by_key };
+        Ok((index, h.generation))
+    }
+}
+
+/// One query's scan over the rows.
+struct Scan<'a> {
+    rows: &'a Rows,
+    query: &'a [f32],
+    k: usize,
+    labels: &'a LabelSet,
+}
+
+impl KernelTask for Scan<'_> {
+    type Output = Vec<u64>;
+
+    #[inline(always)]
+    fn run<K: Kernel>(self) -> Vec<u64> {
+        let dim = self.query.len();
+        let mut heap = BinaryHeap::with_capacity(self.k + 1);
+        let mut worst = u64::MAX;
+        for (row, v) in self.rows.vectors.chunks_exact(dim.max(1)).enumerate() {
+            if !self.labels.is_all() && !self.labels.allows(self.rows.labels[row]) {
+                continue;
+            }
+            // SAFETY: both slices hold `dim` floats.
+            let p = pack(unsafe { K::dot(self.query.as_ptr(), v.as_ptr(), dim) }, row as u32);
+            if p < worst {
+                heap.push(p);
+                if heap.len() > self.k {
+                    heap.pop();
+                }
+                if heap.len() == self.k {
+                    worst = heap.peek().copied().unwrap_or(u64::MAX);
+                }
+            }
+        }
+        heap.into_vec()
+    }
+}
+
+impl AnnIndex for ExactIndex {
+    fn dimension(&self) -> usize {
+        self.dim
+    }
+
+    fn len(&self) -> usize {
+        self.rows.read().keys.len()
+    }
+
+    fn insert(&self, key: TemplateKey, label: u32, vector: &[f32]) -> Result<(), IndexError> {
+        check_vector(self.dim, vector)?;
+        let mut rows = self.rows.write();
+        if rows.by_key.contains_key(&key) {
+            return Err(IndexError::DuplicateKey(key));
+        }
+        rows.push(key, label, vector);
+        Ok(())
+    }
+
+    fn insert_batch(&self, items: &[(TemplateKey, u32, Vec<f32>)]) -> Result<(), IndexError> {
+        items.par_iter().try_for_each(|(_, _, v)| check_vector(self.dim, v))?;
+        let mut rows = self.rows.write();
+        let mut seen = HashSet::with_capacity(items.len());
+        if let Some((dup, _, _)) = items.iter().find(|(k, _, _)| rows.by_key.contains_key(k) || !seen.insert(*k)) {
+            return Err(IndexError::DuplicateKey(*dup));
+        }
+        for (key, label, vector) in items {
+            rows.push(*key, *label, vector);
+        }
+        Ok(())
+    }
+
+    fn remove(&self, key: TemplateKey) -> Result<bool, IndexError> {
+        let mut rows = self.rows.write();
+        let Some(row) = rows.by_key.remove(&key) else {
+            return Ok(false);
+        };
+        let row = row as usize;
+        let last = rows.keys.len() - 1;
+        if row != last {
+            let dim = self.dim;
+            rows.vectors.copy_within(last * dim..(last + 1) * dim, row * dim);
+            let moved = rows.keys[last];
+            rows.keys[row] = moved;
+            rows.labels[row] = rows.labels[last];
+            rows.by_key.insert(moved, row as u32);
+        }
+        rows.keys.truncate(last);
+        rows.labels.truncate(last);
+        rows.vectors.truncate(last * self.dim);
+        Ok(true)
+    }
+
+    fn search(&self, query: &[f32], params: &SearchParams) -> Result<Vec<Neighbour>, IndexError> {
+        check_vector(self.dim, query)?;
+        check_params(params)?;
+        let labels = LabelSet::from_filter(&params.filter);
+        let rows = self.rows.read();
+        let mut packed = dispatch(self.simd, Scan { rows: &rows, query, k: params.k, labels: &labels });
+        packed.sort_unstable();
+        Ok(packed.iter().map(|&p| Neighbour { key: rows.keys[slot(p) as usize], similarity: similarity(p) }).collect())
+    }
+
+    fn stats(&self) -> IndexStats {
+        let rows = self.rows.read();
+        let labels: HashSet<u32> = rows.labels.iter().copied().collect();
+        IndexStats {
+            kind: "exact",
+            dimension: self.dim,
+            live: rows.keys.len(),
+            deleted: 0,
+            free_slots: 0,
+            labels: labels.len(),
+            memory_bytes: rows.vectors.capacity() * 4
+                + rows.keys.capacity() * 8
+                + rows.labels.capacity() * 4
+                + rows.by_key.capacity() * (8 + 4 + 1),
+            reserved_bytes: 0,
+            max_level: 0,
+            simd: self.simd,
+        }
+    }
+
+    /// File layout (little-endian): header (`slots` = `live` = rows, `stride` = dimension * 4), then the vectors
+    /// row-major, the keys (u64) and the labels (u32).
+    fn save(&self, path: &Path, generation: u64) -> Result<(), IndexError> {
+        let rows = self.rows.read();
+        let n = rows.keys.len();
+        let mut h = Header::new(Kind::Exact, self.dim);
+        h.slots = n as u64;
+        h.live = n as u64;
+        h.stride = (self.dim * 4) as u32;
+        h.generation = generation;
+        // SAFETY: plain-old-data slices viewed as bytes.
+        let sections: [&[u8]; 3] = unsafe {
+            [
+                std::slice::from_raw_parts(rows.vectors.as_ptr().cast::<u8>(), rows.vectors.len() * 4),
+                std::slice::from_raw_parts(rows.keys.as_ptr().cast::<u8>(), n * 8),
+                std::slice::from_raw_parts(rows.labels.as_ptr().cast::<u8>(), n * 4),
+            ]
+        };
+        file::save_atomically(path, h, &sections)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::bench::{clustered_unit_vectors, ClusterSpec};
+    use crate::index::LabelFilter;
+
+    const DIM: usize = 24;
+
+    fn filled(n: usize) -> (ExactIndex, Vec<f32>) {
+        let v = clustered_unit_vectors(&ClusterSpec { dim: DIM, clusters: 5, spread: 1.0, seed: 3 }, n, 0);
+        let idx = ExactIndex::new(DIM);
+        let keys: Vec<u64> = (0..n as u64).map(|k| k + 100).collect();
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % 7).collect();
+        idx.insert_flat(&keys, &labels, &v).expect("insert");
+        (idx, v)
+    }
+
+    /// Reference answer computed independently of the index (f64 dots, full sort).
+    fn reference(v: &[f32], q: &[f32], k: usize, allowed: impl Fn(usize) -> bool) -> Vec<u64> {
+        let mut all: Vec<(f64, u64)> = v
+            .chunks(DIM)
+            .enumerate()
+            .filter(|(i, _)| allowed(*i))
+            .map(|(i, x)| (x.iter().zip(q).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum(), i as u64 + 100))
+            .collect();
+        all.sort_by(|a, b| b.0.total_cmp(&a.0));
+        all.into_iter().take(k).map(|x| x.1).collect()
+    }
+
+    #[test]
+    fn scan_matches_an_independent_reference_with_and_without_filter() {
+        let (idx, v) = filled(500);
+        let q = &v[37 * DIM..38 * DIM];
+        let got: Vec<u64> = idx.search(q, &SearchParams::top(8)).expect("search").iter().map(|n| n.key).collect();
+        assert_eq!(got, reference(&v, q, 8, |_| true));
+        let params = SearchParams { k: 8, ef: None, filter: LabelFilter::Only(vec![2, 5]) };
+        let got: Vec<u64> = idx.search(q, &params).expect("search").iter().map(|n| n.key).collect();
+        assert_eq!(got, reference(&v, q, 8, |i| i % 7 == 2 || i % 7 == 5));
+        let batch = idx.search_batch(&v[..3 * DIM], &SearchParams::top(1)).expect("batch");
+        assert_eq!(batch.iter().map(|h| h[0].key).collect::<Vec<_>>(), vec![100, 101, 102]);
+    }
+
+    #[test]
+    fn remove_keeps_rows_consistent() {
+        let (idx, v) = filled(50);
+        assert!(idx.remove(100).expect("remove"));
+        assert!(!idx.remove(100).expect("again"));
+        assert_eq!(idx.len(), 49);
+        // The last row moved into row 0 and must still be found under its own key.
+        let last = &v[49 * DIM..50 * DIM];
+        assert_eq!(idx.search(last, &SearchParams::top(1)).expect("search")[0].key, 149);
+        assert_eq!(idx.vector(149).as_deref(), Some(last));
+        assert!(idx.search(&v[..DIM], &SearchParams::top(50)).expect("search").iter().all(|n| n.key != 100));
+        assert!(matches!(idx.insert(149, 0, last), Err(IndexError::DuplicateKey(149))));
+    }
+
+    #[test]
+    fn save_load_round_trip_and_refusals() {
+        let (idx, v) = filled(200);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("e.idx");
+        idx.save(&path, 5).expect("save");
+        let (back, generation) = ExactIndex::load(&path, DIM).expect("load");
+        assert_eq!(generation, 5);
+        for q in v.chunks(DIM).take(20) {
+            assert_eq!(idx.search(q, &SearchParams::top(5)).expect("a"), back.search(q, &SearchParams::top(5)).expect("b"));
+        }
+        let mut raw = std::fs::read(&path).expect("read");
+        raw.truncate(raw.len() - 3);
+        std::fs::write(&path, &raw).expect("write");
+        assert!(matches!(ExactIndex::load(&path, DIM), Err(IndexError::Corrupt { .. })));
+        assert!(matches!(idx.insert(1, 0, &[0.1; DIM]), Err(IndexError::NotUnitLength { .. })));
+        assert!(matches!(idx.search(&[0.0; 3], &SearchParams::top(1)), Err(IndexError::DimensionMismatch { .. })));
+    }
+}

@@ -1,0 +1,126 @@
+//! Bulk enrollment of a folder of `<subject>/<photo>`: subjects are found or created by folder name (their
+//! external reference), photos already enrolled are skipped (so an interrupted run resumes), photos run in
+//! parallel on the pipeline's sessions.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::gallery::{GalleryError, NewSubject, NewWatchlist};
+
+use super::{Actor, EnrollRequest, FaceChoice, ServiceError, WatchlistService};
+
+/// What happened to one photo.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhotoOutcome {
+    pub photo: PathBuf,
+    pub subject: String,
+    /// `enrolled`, `skipped` (already enrolled) or `refused`.
+    pub status: &'static str,
+    pub code: Option<&'static str>,
+    pub message: Option<String>,
+}
+
+/// Totals of a bulk enrollment.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BulkSummary {
+    pub subjects: usize,
+    pub photos: usize,
+    pub enrolled: usize,
+    pub skipped: usize,
+    pub refused: usize,
+}
+
+/// The photos of a `<subject>/<photo>` folder, sorted: (subject folder name, photo path).
+pub fn list_folder(dir: &Path) -> Result<Vec<(String, PathBuf)>, ServiceError> {
+    let read = |p: &Path| std::fs::read_dir(p).map_err(|source| ServiceError::DataDir { path: p.to_path_buf(), source });
+    let mut out = Vec::new();
+    for entry in read(dir)? {
+        let entry = entry.map_err(|source| ServiceError::DataDir { path: dir.to_path_buf(), source })?;
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let subject = entry.file_name().to_string_lossy().to_string();
+        for photo in read(&path)? {
+            let photo = photo.map_err(|source| ServiceError::DataDir { path: path.clone(), source })?.path();
+            let ext = photo.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+            if ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"].contains(&ext.as_str()) {
+                out.push((subject.clone(), photo));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl WatchlistService {
+    /// Enrolls a folder into a watchlist (created when missing). `on_photo` sees every outcome as it happens.
+    pub fn enroll_folder(
+        &self,
+        watchlist: &str,
+        dir: &Path,
+        actor: &Actor,
+        on_photo: &(dyn Fn(&PhotoOutcome) + Sync),
+    ) -> Result<BulkSummary, ServiceError> {
+        match self.store.get_watchlist(watchlist) {
+            Ok(_) => {}
+            Err(GalleryError::NotFound { .. }) => {
+                self.store.create_watchlist(NewWatchlist {
+                    name: watchlist.to_string(),
+                    description: format!("enrolled from {}", dir.display()),
+                    alert_fpir: self.config.default_alert_fpir,
+                })?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let photos = list_folder(dir)?;
+        let mut subjects = std::collections::BTreeMap::new();
+        for (name, _) in &photos {
+            if subjects.contains_key(name) {
+                continue;
+            }
+            let subject = match self.store.find_subject_by_external_ref(watchlist, name)? {
+                Some(s) => s,
+                None => self.store.create_subject(NewSubject {
+                    watchlist: watchlist.to_string(),
+                    external_ref: Some(name.clone()),
+                    display_name: name.clone(),
+                    metadata: serde_json::json!({ "enrolled_from": dir.display().to_string() }),
+                })?,
+            };
+            subjects.insert(name.clone(), subject.id);
+        }
+        let outcomes: Vec<PhotoOutcome> = photos
+            .par_iter()
+            .map(|(name, path)| {
+                let outcome = self.enroll_file(subjects[name], name, path, actor);
+                on_photo(&outcome);
+                outcome
+            })
+            .collect();
+        let count = |s: &str| outcomes.iter().filter(|o| o.status == s).count();
+        Ok(BulkSummary {
+            subjects: subjects.len(),
+            photos: outcomes.len(),
+            enrolled: count("enrolled"),
+            skipped: count("skipped"),
+            refused: count("refused"),
+        })
+    }
+
+    fn enroll_file(&self, subject_id: i64, subject: &str, path: &Path, actor: &Actor) -> PhotoOutcome {
+        let outcome = |status, code, message| PhotoOutcome { photo: path.to_path_buf(), subject: subject.to_string(), status, code, message };
+        let photo = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => return outcome("refused", Some("io_error"), Some(e.to_string())),
+        };
+        // Folder photos are labelled with their subject: in a group photo the subject is the largest face.
+        match self.enroll(&EnrollRequest { subject_id, photo, face: FaceChoice::Largest }, actor) {
+            Ok(_) => outcome("enrolled", None, None),
+            Err(ServiceError::DuplicatePhoto { .. }) => outcome("skipped", Some("duplicate_photo"), None),
+            Err(e) => outcome("refused", Some(e.code()), Some(e.to_string())),
+        }
+    }
+}

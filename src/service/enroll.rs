@@ -1,0 +1,96 @@
+//! Enrollment: one photo → one face template of a subject, refused with a clear code when the photo has no face,
+//! several faces and no choice, or a face below the quality policy. Acknowledged only after the store committed.
+
+use std::io::Cursor;
+
+use serde::Serialize;
+
+use crate::gallery::{NewTemplate, Template};
+use crate::pipeline::AnalyzeOptions;
+use crate::quality::FaceQuality;
+
+use super::{Actor, ServiceError, WatchlistService};
+
+/// One enrollment.
+#[derive(Debug, Clone)]
+pub struct EnrollRequest {
+    pub subject_id: i64,
+    pub photo: Vec<u8>,
+    pub face: FaceChoice,
+}
+
+/// Which face of the photo to enroll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaceChoice {
+    /// The photo must show exactly one face; several are refused (`several_faces`).
+    Only,
+    /// This face, by index in detector-score order.
+    Index(usize),
+    /// The largest face: for labelled folders whose photo subject is the main face.
+    Largest,
+}
+
+/// What was enrolled.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnrollOutcome {
+    pub template: Template,
+    pub quality: FaceQuality,
+    pub faces_in_photo: usize,
+}
+
+impl WatchlistService {
+    pub fn enroll(&self, request: &EnrollRequest, actor: &Actor) -> Result<EnrollOutcome, ServiceError> {
+        let subject = self.store.get_subject(request.subject_id)?;
+        let sha = crate::decode::sha256_hex(&request.photo);
+        if self.store.has_photo(subject.id, &sha)? {
+            return Err(ServiceError::DuplicatePhoto { subject_id: subject.id });
+        }
+        let analysis = self.pipeline.analyze_bytes(&request.photo, AnalyzeOptions::default())?;
+        let count = analysis.faces.len();
+        let face = match (count, request.face) {
+            (0, _) => return Err(ServiceError::NoFace),
+            (_, FaceChoice::Index(i)) if i >= count => return Err(ServiceError::NoSuchFace { index: i, count }),
+            (_, FaceChoice::Index(i)) => &analysis.faces[i],
+            (1, FaceChoice::Only) => &analysis.faces[0],
+            (_, FaceChoice::Only) => return Err(ServiceError::SeveralFaces { count }),
+            (_, FaceChoice::Largest) => super::search::largest_face(&analysis.faces).ok_or(ServiceError::NoFace)?,
+        };
+        let reasons = self.quality.shortfalls(&face.quality);
+        if !reasons.is_empty() {
+            return Err(ServiceError::PoorQuality { reasons });
+        }
+        let thumbnail = if self.config.store_thumbnails {
+            let mut out = Cursor::new(Vec::new());
+            image::DynamicImage::ImageRgb8(face.aligned.image.clone())
+                .write_to(&mut out, image::ImageFormat::Jpeg)
+                .map_err(ServiceError::Thumbnail)?;
+            Some(out.into_inner())
+        } else {
+            None
+        };
+        let new = NewTemplate {
+            subject_id: subject.id,
+            model_id: self.model_id().to_string(),
+            embedding: face.embedding.values.clone(),
+            quality: serde_json::to_value(face.quality).unwrap_or(serde_json::Value::Null),
+            photo_sha256: analysis.photo_sha256.clone(),
+            thumbnail_jpeg: thumbnail,
+            enrolled_by: actor.name.clone(),
+        };
+        let template = {
+            let _guard = self.write_lock.lock();
+            // The label is read under the lock: a concurrent move to another watchlist cannot slip in between.
+            let label = self.store.get_watchlist(&self.store.get_subject(subject.id)?.watchlist)?.id;
+            let template = self.store.add_template(new)?;
+            self.index.insert(template.id as u64, label, &face.embedding.values)?;
+            template
+        };
+        self.audit(
+            actor,
+            "enroll",
+            Some(format!("subject/{}/faces/{}", subject.id, template.id)),
+            serde_json::json!({ "photo_sha256": analysis.photo_sha256, "faces_in_photo": count }),
+        )?;
+        Ok(EnrollOutcome { template, quality: face.quality, faces_in_photo: count })
+    }
+}

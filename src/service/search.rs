@@ -1,0 +1,370 @@
+//! Search and 1:1 verification: every face of a probe photo against the watchlists, candidates aggregated per
+//! subject (best template), scored with the calibrated FPIR, and thresholded per watchlist in identification mode.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::{BoundingBox, Landmarks};
+use crate::embed::{normalise, Embedding};
+use crate::gallery::Watchlist;
+use crate::index::{LabelFilter, SearchParams};
+use crate::pipeline::{AnalyzeOptions, AnalyzedFace, StageTimings};
+use crate::quality::FaceQuality;
+
+use super::{Actor, ServiceError, WatchlistService};
+
+/// NIST FRTE search modes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// Only candidates whose decision score passes their watchlist's threshold; "no match" is an answer.
+    #[default]
+    Identification,
+    /// The top k subjects, no threshold, ranked for human review.
+    Investigation,
+}
+
+/// Options of a search.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchRequest {
+    pub mode: SearchMode,
+    /// Candidates per face (default: `gallery.default_k`).
+    pub k: Option<usize>,
+    /// Restrict to these watchlists (default: all).
+    pub watchlists: Option<Vec<String>>,
+    /// Faces whose detector score is below this are reported but not searched.
+    pub min_quality: Option<f32>,
+    /// Look for faces down to this size (photo pixels); crowd photos.
+    pub min_face_px: Option<f32>,
+}
+
+/// Where a face is and how good it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaceSummary {
+    #[serde(rename = "box")]
+    pub bbox: BoundingBox,
+    pub landmarks: Landmarks,
+    pub quality: FaceQuality,
+}
+
+impl From<&AnalyzedFace> for FaceSummary {
+    fn from(f: &AnalyzedFace) -> Self {
+        FaceSummary { bbox: f.detection.bbox, landmarks: f.detection.landmarks, quality: f.quality }
+    }
+}
+
+/// A subject the face resembles: a candidate for a person to review, never a verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub rank: usize,
+    pub subject_id: i64,
+    pub display_name: String,
+    pub external_ref: Option<String>,
+    pub watchlist: String,
+    /// The subject's template that scored best.
+    pub template_id: i64,
+    /// Cosine similarity of the probe and that template.
+    pub similarity: f32,
+    /// The calibrated decision statistic (rank 1 only when the statistic looks at runner-ups).
+    pub decision_score: Option<f32>,
+    /// Estimated false-positive identification rate at this decision score and the current gallery size.
+    pub fpir: Option<f64>,
+    /// Whether the decision score reaches the watchlist's alert threshold.
+    pub alert: bool,
+}
+
+/// One probe face and its candidates.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaceSearch {
+    pub face: Option<FaceSummary>,
+    pub searched: bool,
+    pub skipped_reason: Option<String>,
+    pub candidates: Vec<Candidate>,
+}
+
+/// The answer to a search.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResult {
+    /// Audit trail entry of this search.
+    pub search_id: i64,
+    pub mode: SearchMode,
+    pub model_id: String,
+    pub gallery_templates: usize,
+    pub decision_statistic: super::DecisionStatistic,
+    pub faces: Vec<FaceSearch>,
+    pub timings_ms: StageTimings,
+    pub search_ms: f64,
+}
+
+/// The answer to a 1:1 comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyResult {
+    pub model_id: String,
+    pub similarity: f32,
+    pub threshold: f32,
+    /// `match` at or above the model's 1:1 threshold, else `no_match` — for a person to confirm.
+    pub decision: &'static str,
+    pub subject_id: Option<i64>,
+    pub template_id: Option<i64>,
+}
+
+/// The face a one-face operation uses: the largest.
+pub(super) fn largest_face(faces: &[AnalyzedFace]) -> Option<&AnalyzedFace> {
+    faces.iter().max_by(|a, b| a.detection.bbox.area().total_cmp(&b.detection.bbox.area()))
+}
+
+impl WatchlistService {
+    /// Searches every face of a photo.
+    pub fn search_photo(&self, photo: &[u8], request: &SearchRequest, actor: &Actor) -> Result<SearchResult, ServiceError> {
+        let analysis = self
+            .pipeline
+            .analyze_bytes(photo, AnalyzeOptions { min_face_px: request.min_face_px, max_faces: Some(64) })?;
+        let started = Instant::now();
+        let context = self.search_context(request)?;
+        let mut faces = Vec::with_capacity(analysis.faces.len());
+        for face in &analysis.faces {
+            if let Some(min) = request.min_quality {
+                if face.quality.detector_score < min {
+                    faces.push(FaceSearch {
+                        face: Some(face.into()),
+                        searched: false,
+                        skipped_reason: Some(format!("detector score {:.2} below min_quality {min:.2}", face.quality.detector_score)),
+                        candidates: Vec::new(),
+                    });
+                    continue;
+                }
+            }
+            let candidates = self.candidates(&face.embedding.values, request, &context)?;
+            faces.push(FaceSearch { face: Some(face.into()), searched: true, skipped_reason: None, candidates });
+        }
+        let search_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let search_id = self.audit_search(actor, request, &faces, Some(&analysis.photo_sha256))?;
+        Ok(SearchResult {
+            search_id,
+            mode: request.mode,
+            model_id: self.model_id().to_string(),
+            gallery_templates: context.gallery_size,
+            decision_statistic: self.statistic(),
+            faces,
+            timings_ms: analysis.timings,
+            search_ms,
+        })
+    }
+
+    /// Searches with an embedding the caller already has (it must come from the service's model).
+    pub fn search_embedding(
+        &self,
+        embedding: &[f32],
+        request: &SearchRequest,
+        actor: &Actor,
+    ) -> Result<SearchResult, ServiceError> {
+        let query = self.checked_embedding(embedding)?;
+        let started = Instant::now();
+        let context = self.search_context(request)?;
+        let candidates = self.candidates(&query, request, &context)?;
+        let faces = vec![FaceSearch { face: None, searched: true, skipped_reason: None, candidates }];
+        let search_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let search_id = self.audit_search(actor, request, &faces, None)?;
+        Ok(SearchResult {
+            search_id,
+            mode: request.mode,
+            model_id: self.model_id().to_string(),
+            gallery_templates: context.gallery_size,
+            decision_statistic: self.statistic(),
+            faces,
+            timings_ms: StageTimings::default(),
+            search_ms,
+        })
+    }
+
+    /// 1:1: the largest face of each photo.
+    pub fn verify_photos(&self, a: &[u8], b: &[u8], actor: &Actor) -> Result<VerifyResult, ServiceError> {
+        let ea = self.probe_embedding(a)?;
+        let eb = self.probe_embedding(b)?;
+        let similarity = ea.similarity(&eb).ok_or(ServiceError::InvalidEmbedding)?;
+        let result = self.verdict(similarity, None, None);
+        self.audit(actor, "verify", None, serde_json::json!({ "similarity": similarity, "decision": result.decision }))?;
+        Ok(result)
+    }
+
+    /// 1:1: the largest face of the photo against a subject's best template.
+    pub fn verify_subject(&self, photo: &[u8], subject_id: i64, actor: &Actor) -> Result<VerifyResult, ServiceError> {
+        let templates = self.store.subject_embeddings(subject_id, self.model_id())?;
+        let probe = self.probe_embedding(photo)?;
+        let best = templates
+            .iter()
+            .map(|(id, e)| (*id, crate::embed::dot(&probe.values, e)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .ok_or_else(|| ServiceError::InvalidRequest(format!("subject {subject_id} has no templates of this model")))?;
+        let result = self.verdict(best.1, Some(subject_id), Some(best.0));
+        self.audit(
+            actor,
+            "verify",
+            Some(format!("subject/{subject_id}")),
+            serde_json::json!({ "similarity": best.1, "decision": result.decision }),
+        )?;
+        Ok(result)
+    }
+
+    fn verdict(&self, similarity: f32, subject_id: Option<i64>, template_id: Option<i64>) -> VerifyResult {
+        let threshold = self.pipeline.recognizer().manifest().thresholds.as_ref().map(|t| t.verify).unwrap_or(1.0);
+        VerifyResult {
+            model_id: self.model_id().to_string(),
+            similarity,
+            threshold,
+            decision: if similarity >= threshold { "match" } else { "no_match" },
+            subject_id,
+            template_id,
+        }
+    }
+
+    fn probe_embedding(&self, photo: &[u8]) -> Result<Embedding, ServiceError> {
+        let analysis = self.pipeline.analyze_bytes(photo, AnalyzeOptions::default())?;
+        largest_face(&analysis.faces).map(|f| f.embedding.clone()).ok_or(ServiceError::NoFace)
+    }
+
+    fn checked_embedding(&self, embedding: &[f32]) -> Result<Vec<f32>, ServiceError> {
+        let expected = self.pipeline.recognizer().dimension();
+        if embedding.len() != expected {
+            return Err(ServiceError::EmbeddingDimension {
+                model: self.model_id().to_string(),
+                expected,
+                actual: embedding.len(),
+            });
+        }
+        let mut query = embedding.to_vec();
+        if !normalise(&mut query) {
+            return Err(ServiceError::InvalidEmbedding);
+        }
+        Ok(query)
+    }
+
+    fn statistic(&self) -> super::DecisionStatistic {
+        self.calibration.as_ref().map(|c| c.statistic).unwrap_or(super::DecisionStatistic::Top1)
+    }
+
+    fn search_context(&self, request: &SearchRequest) -> Result<SearchContext, ServiceError> {
+        let k = request.k.unwrap_or(self.config.default_k);
+        if k == 0 || k > self.config.max_k {
+            return Err(ServiceError::InvalidRequest(format!("k must be between 1 and {}", self.config.max_k)));
+        }
+        let all = self.store.list_watchlists()?;
+        let by_label: HashMap<u32, Watchlist> = all.iter().map(|w| (w.id, w.clone())).collect();
+        let filter = match &request.watchlists {
+            None => LabelFilter::All,
+            Some(names) if names.is_empty() => LabelFilter::All,
+            Some(names) => {
+                let mut labels = Vec::with_capacity(names.len());
+                for name in names {
+                    let w = all.iter().find(|w| &w.name == name).ok_or_else(|| {
+                        ServiceError::Gallery(crate::gallery::GalleryError::NotFound {
+                            what: crate::gallery::Entity::Watchlist,
+                            id: name.clone(),
+                        })
+                    })?;
+                    labels.push(w.id);
+                }
+                LabelFilter::Only(labels)
+            }
+        };
+        Ok(SearchContext { k, filter, by_label, gallery_size: self.index.len() })
+    }
+
+    /// Ranked candidates for one query vector.
+    fn candidates(&self, query: &[f32], request: &SearchRequest, context: &SearchContext) -> Result<Vec<Candidate>, ServiceError> {
+        let statistic = self.statistic();
+        let depth = context.k.max(statistic.depth());
+        // Subjects may hold several templates; ask for more templates than subjects needed.
+        let k_templates = depth * 3 + 8;
+        let params = SearchParams {
+            k: k_templates,
+            ef: Some(self.config.hnsw_ef_search.max(k_templates)),
+            filter: context.filter.clone(),
+        };
+        let neighbours = self.index.search(query, &params)?;
+        let keys: Vec<i64> = neighbours.iter().map(|n| n.key as i64).collect();
+        let owners = self.store.template_owners(&keys)?;
+        // Best template per subject; keys without an owner were deleted after the index answered.
+        let mut best: Vec<(i64, i64, f32, u32)> = Vec::new();
+        let mut seen: HashMap<i64, ()> = HashMap::new();
+        for n in &neighbours {
+            let Some(owner) = owners.get(&(n.key as i64)) else { continue };
+            if seen.insert(owner.subject_id, ()).is_none() {
+                best.push((owner.subject_id, n.key as i64, n.similarity, owner.label));
+            }
+        }
+        best.truncate(depth);
+        let ranked: Vec<f32> = best.iter().map(|b| b.2).collect();
+        let decision = statistic.evaluate(&ranked);
+        let ids: Vec<i64> = best.iter().map(|b| b.0).collect();
+        let subjects = self.store.subjects_by_ids(&ids)?;
+        let verify = self.pipeline.recognizer().manifest().thresholds.as_ref().map(|t| t.verify).unwrap_or(1.0);
+        let mut out = Vec::with_capacity(context.k);
+        for (i, (subject_id, template_id, similarity, label)) in best.into_iter().enumerate() {
+            let Some(subject) = subjects.get(&subject_id) else { continue };
+            let decision_score = match statistic {
+                super::DecisionStatistic::Top1 => Some(similarity),
+                super::DecisionStatistic::Margin { .. } => (i == 0).then_some(decision).flatten(),
+            };
+            let alert_fpir = context.by_label.get(&label).map(|w| w.alert_fpir).unwrap_or(self.config.default_alert_fpir);
+            let (fpir, threshold) = match &self.calibration {
+                Some(c) => (decision_score.map(|s| c.fpir(s, context.gallery_size)), c.threshold(alert_fpir, context.gallery_size)),
+                None => (None, verify),
+            };
+            let alert = decision_score.is_some_and(|s| s >= threshold);
+            if request.mode == SearchMode::Identification && !alert {
+                continue;
+            }
+            out.push(Candidate {
+                rank: i + 1,
+                subject_id,
+                display_name: subject.display_name.clone(),
+                external_ref: subject.external_ref.clone(),
+                watchlist: subject.watchlist.clone(),
+                template_id,
+                similarity,
+                decision_score,
+                fpir,
+                alert,
+            });
+            if out.len() == context.k {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Audit entry of a search: who, why, what was asked and which subjects came back — never embeddings or photos.
+    fn audit_search(
+        &self,
+        actor: &Actor,
+        request: &SearchRequest,
+        faces: &[FaceSearch],
+        photo_sha256: Option<&str>,
+    ) -> Result<i64, ServiceError> {
+        let candidates: Vec<Vec<i64>> = faces.iter().map(|f| f.candidates.iter().map(|c| c.subject_id).collect()).collect();
+        self.audit(
+            actor,
+            "search",
+            None,
+            serde_json::json!({
+                "mode": request.mode,
+                "watchlists": request.watchlists,
+                "k": request.k,
+                "faces": faces.len(),
+                "candidates": candidates,
+                "photo_sha256": photo_sha256,
+            }),
+        )
+    }
+}
+
+struct SearchContext {
+    k: usize,
+    filter: LabelFilter,
+    by_label: HashMap<u32, Watchlist>,
+    gallery_size: usize,
+}
