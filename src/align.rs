@@ -116,9 +116,8 @@ pub fn warp_similarity(photo: &RgbImage, transform: &Similarity, width: u32, hei
         let mut sx = inv.a * 0.0 - inv.b * v as f32 + inv.tx;
         let mut sy = inv.b * 0.0 + inv.a * v as f32 + inv.ty;
         for u in 0..width {
-            let (x0, y0) = (sx.floor(), sy.floor());
-            let (fx, fy) = (sx - x0, sy - y0);
-            let (xi, yi) = (x0 as i64, y0 as i64);
+            let (xi, yi) = (floor_to_int(sx), floor_to_int(sy));
+            let (fx, fy) = (sx - xi as f32, sy - yi as f32);
             let o = (v as usize * width as usize + u as usize) * 3;
             if xi >= 0 && yi >= 0 && xi + 1 < pw && yi + 1 < ph {
                 let i = yi as usize * stride + xi as usize * 3;
@@ -129,14 +128,14 @@ pub fn warp_similarity(photo: &RgbImage, transform: &Similarity, width: u32, hei
                     let p11 = src[i + stride + 3 + c] as f32;
                     let top = p00 + (p01 - p00) * fx;
                     let bottom = p10 + (p11 - p10) * fx;
-                    dst[o + c] = (top + (bottom - top) * fy).round().clamp(0.0, 255.0) as u8;
+                    dst[o + c] = round_to_u8(top + (bottom - top) * fy);
                 }
             } else if xi + 1 >= 0 && yi + 1 >= 0 && xi < pw && yi < ph {
                 let (p00, p01, p10, p11) = (texel(xi, yi), texel(xi + 1, yi), texel(xi, yi + 1), texel(xi + 1, yi + 1));
                 for c in 0..3 {
                     let top = p00[c] + (p01[c] - p00[c]) * fx;
                     let bottom = p10[c] + (p11[c] - p10[c]) * fx;
-                    dst[o + c] = (top + (bottom - top) * fy).round().clamp(0.0, 255.0) as u8;
+                    dst[o + c] = round_to_u8(top + (bottom - top) * fy);
                 }
             }
             sx += inv.a;
@@ -146,12 +145,47 @@ pub fn warp_similarity(photo: &RgbImage, transform: &Similarity, width: u32, hei
     Some(out)
 }
 
+/// `v.floor() as i64`. Without SSE4.1 in the baseline target, `f32::floor` is a library call per pixel; a
+/// truncating conversion and one comparison give the same result (NaN → 0, saturating at the ends).
+#[inline]
+fn floor_to_int(v: f32) -> i64 {
+    let t = v as i64;
+    if (t as f32) > v {
+        t.saturating_sub(1)
+    } else {
+        t
+    }
+}
+
+/// `v.round().clamp(0.0, 255.0) as u8` (halves away from zero, NaN → 0) without the `roundf` library call.
+#[inline]
+fn round_to_u8(v: f32) -> u8 {
+    let v = v.clamp(0.0, 255.0);
+    let t = v as u8;
+    if v - t as f32 >= 0.5 {
+        t + 1
+    } else {
+        t
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use image::Rgb;
 
     const TEMPLATE: [[f32; 2]; 5] = [[38.29, 51.69], [73.53, 51.50], [56.02, 71.73], [41.55, 92.37], [70.73, 92.20]];
+
+    #[test]
+    fn fast_floor_and_round_agree_with_the_library() {
+        let mut values = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.5, 1.5, 2.5, 254.5, 255.49, 300.0];
+        values.extend((-2000..2000).map(|i| i as f32 * 0.173 + 0.0625));
+        values.extend([-1.0, -0.5, -1e-7, 0.49999997, 0.99999994, 1e9, -1e9, 1e20, -1e20]);
+        for v in values {
+            assert_eq!(floor_to_int(v), v.floor() as i64, "floor {v}");
+            assert_eq!(round_to_u8(v), v.round().clamp(0.0, 255.0) as u8, "round {v}");
+        }
+    }
 
     #[test]
     fn recovers_a_known_similarity_exactly() {

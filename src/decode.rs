@@ -107,17 +107,18 @@ pub fn decode_photo(bytes: &[u8], limits: &DecodeLimits) -> Result<Photo, Decode
         r
     };
     // The header alone gives the size; refuse before a single pixel is decoded.
-    let (width, height) = reader().into_dimensions().map_err(|e| match e {
+    let mut decoder = reader().into_decoder().map_err(|e| match e {
         image::ImageError::Limits(_) => DecodeError::DimensionTooLarge { width: 0, height: 0, limit: limits.max_dimension },
         other => corrupt(other),
     })?;
+    let (width, height) = decoder.dimensions();
     check_size(width, height, limits)?;
-    let mut decoder = reader().into_decoder().map_err(corrupt)?;
     let orientation = decoder.orientation().map_err(corrupt)?;
     let mut image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     image.apply_orientation(orientation);
     let image = match image {
         DynamicImage::ImageRgb8(rgb) => rgb,
+        DynamicImage::ImageLuma8(gray) => gray_to_rgb(&gray),
         other => other.to_rgb8(),
     };
     Ok(Photo { image, format, sha256: sha256_hex(bytes) })
@@ -126,6 +127,14 @@ pub fn decode_photo(bytes: &[u8], limits: &DecodeLimits) -> Result<Photo, Decode
 /// Lower-case hex sha256 of photo bytes: how photos are named in the gallery and the audit trail.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// Grey to RGB by repeating each sample. `DynamicImage::to_rgb8` goes through the generic colour-space path,
+/// which costs as much as decoding a small grayscale JPEG (LFW is all grayscale).
+fn gray_to_rgb(gray: &image::GrayImage) -> RgbImage {
+    let mut rgb = Vec::with_capacity(gray.as_raw().len() * 3);
+    rgb.extend(gray.as_raw().iter().flat_map(|&g| [g, g, g]));
+    RgbImage::from_raw(gray.width(), gray.height(), rgb).expect("three samples per grey pixel by construction")
 }
 
 fn check_size(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), DecodeError> {

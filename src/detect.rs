@@ -8,8 +8,8 @@
 //! overlapping model-sized tiles. Its cost grows with the photo area: (W·s)·(H·s)/tile² inferences.
 
 use image::RgbImage;
-use ndarray::Array4;
 use ort::value::TensorRef;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{ColourOrder, ManifestError, ModelManifest, ModelTask};
@@ -84,7 +84,10 @@ pub struct DetectionConfig {
     /// Smallest face (in photo pixels, box width) that must be found. 0 (default) means one whole-photo pass,
     /// right for checkpoint portraits; investigators searching crowd photos ask for e.g. 20 per request.
     pub min_face_px: f32,
-    /// Largest enlargement of a small photo in the whole-photo pass (default 2).
+    /// Largest enlargement of a small photo (default 2): in the whole-photo pass of a fixed-size detector, where
+    /// the letterbox costs the same either way, and in the tiled pass. A detector with a dynamic input size runs
+    /// the whole-photo pass at 1× at most: enlarging would multiply its cost and adds no detail, and faces too
+    /// small for 1× are what `min_face_px` is for.
     pub max_upscale: f32,
     /// Largest side of the model input for detectors with a dynamic input size (default 640).
     pub max_input_side: u32,
@@ -126,6 +129,9 @@ pub struct Detector {
     nms_iou: f32,
     model_min_face: f32,
     config: DetectionConfig,
+    /// Input tensors kept between calls: a 640×640 input is 4.9 MB, and a fresh allocation per photo costs its
+    /// page faults every time. At most one per concurrent inference is ever held.
+    buffers: Mutex<Vec<Vec<f32>>>,
 }
 
 /// A region of the scaled photo that goes through the model once.
@@ -158,6 +164,7 @@ impl Detector {
             manifest,
             pool,
             config,
+            buffers: Mutex::new(Vec::new()),
         })
     }
 
@@ -189,7 +196,8 @@ impl Detector {
     /// The passes to run: (scale, tiles) pairs.
     fn plan(&self, width: u32, height: u32, min_face_px: f32) -> Vec<(f32, Vec<Tile>)> {
         let (max_w, max_h) = self.input_bounds();
-        let fit = (max_w as f32 / width as f32).min(max_h as f32 / height as f32).min(self.config.max_upscale.max(1.0));
+        let upscale = if self.manifest.input.fixed_size().is_some() { self.config.max_upscale.max(1.0) } else { 1.0 };
+        let fit = (max_w as f32 / width as f32).min(max_h as f32 / height as f32).min(upscale);
         let mut passes = vec![(fit, self.tiles_for(width, height, fit, 0))];
         if min_face_px > 0.0 && min_face_px * fit < self.model_min_face {
             // Make the smallest requested face ~1.2× the smallest trained size; never enlarge beyond max_upscale.
@@ -244,11 +252,25 @@ impl Detector {
     }
 
     fn detect_tile(&self, scaled: &Rescaled<'_>, tile: Tile, found: &mut Vec<Detection>) -> Result<(), DetectError> {
-        let input = self.input_tensor(scaled, tile);
+        let mut input = self.buffers.lock().pop().unwrap_or_default();
+        self.fill_input(scaled, tile, &mut input);
+        let result = self.run_tile(scaled, tile, &input, found);
+        self.buffers.lock().push(input);
+        result
+    }
+
+    fn run_tile(
+        &self,
+        scaled: &Rescaled<'_>,
+        tile: Tile,
+        input: &[f32],
+        found: &mut Vec<Detection>,
+    ) -> Result<(), DetectError> {
         let id = &self.manifest.id;
         let inference = |source| DetectError::Inference { id: id.clone(), source };
+        let shape = [1usize, 3, tile.height as usize, tile.width as usize];
         self.pool.with_session(|session| {
-            let tensor = TensorRef::from_array_view(input.view()).map_err(inference)?;
+            let tensor = TensorRef::from_array_view((shape, input)).map_err(inference)?;
             let outputs = session.run(ort::inputs![self.manifest.input.name.as_str() => tensor]).map_err(inference)?;
             for &stride in &self.strides {
                 let cols = (tile.width / stride) as usize;
@@ -283,44 +305,42 @@ impl Detector {
         })
     }
 
-    /// NCHW float tensor of one tile in the model's colour order and normalisation, zero-padded.
-    fn input_tensor(&self, scaled: &Rescaled<'_>, tile: Tile) -> Array4<f32> {
+    /// Writes one tile as an NCHW float tensor in the model's colour order and normalisation into `buf`, padded
+    /// right and bottom with black. Every element is written, so a reused buffer needs no clearing.
+    fn fill_input(&self, scaled: &Rescaled<'_>, tile: Tile, buf: &mut Vec<f32>) {
         let spec = &self.manifest.input;
         let (w, h) = (tile.width as usize, tile.height as usize);
-        let mut tensor = Array4::<f32>::zeros((1, 3, h, w));
-        let channel_of = |c: usize| match spec.colour {
+        let plane = h * w;
+        buf.resize(3 * plane, 0.0);
+        let buf = &mut buf[..3 * plane];
+        let valid_w = (scaled.width.saturating_sub(tile.x)).min(tile.width) as usize;
+        let valid_h = (scaled.height.saturating_sub(tile.y)).min(tile.height) as usize;
+        // Tensor plane of each RGB channel, its normalisation, and the normalised value of black for the padding.
+        let plane_of = |c: usize| match spec.colour {
             ColourOrder::Rgb => c,
             ColourOrder::Bgr => 2 - c,
         };
-        let plane = h * w;
-        let buf = tensor.as_slice_mut().expect("fresh array is contiguous");
-        let valid_w = (scaled.width.saturating_sub(tile.x)).min(tile.width) as usize;
-        let valid_h = (scaled.height.saturating_sub(tile.y)).min(tile.height) as usize;
-        let mut px = [0f32; 3];
-        for v in 0..valid_h {
-            for u in 0..valid_w {
-                scaled.sample(tile.x as usize + u, tile.y as usize + v, &mut px);
-                let o = v * w + u;
-                for (c, value) in px.iter().enumerate() {
-                    let k = channel_of(c);
-                    buf[k * plane + o] = (value - spec.mean[k]) / spec.std[k];
-                }
+        let gain = spec.std.map(|s| 1.0 / s);
+        let pad = [0, 1, 2].map(|k| -spec.mean[k] * gain[k]);
+        let mut row = vec![0f32; valid_w * 3];
+        let mut sampler = scaled.row_sampler(tile.x as usize, valid_w);
+        for v in 0..h {
+            if v < valid_h {
+                sampler.sample_row(tile.y as usize + v, &mut row);
             }
-        }
-        // Padding must hold the normalised value of black, which is not 0 when mean ≠ 0.
-        if spec.mean.iter().any(|m| *m != 0.0) {
-            for k in 0..3 {
-                let pad = -spec.mean[k] / spec.std[k];
-                for v in 0..h {
-                    for u in 0..w {
-                        if v >= valid_h || u >= valid_w {
-                            buf[k * plane + v * w + u] = pad;
-                        }
+            for c in 0..3 {
+                let k = plane_of(c);
+                let out = &mut buf[k * plane + v * w..k * plane + (v + 1) * w];
+                if v < valid_h {
+                    for (o, px) in out[..valid_w].iter_mut().zip(row.chunks_exact(3)) {
+                        *o = (px[c] - spec.mean[k]) * gain[k];
                     }
+                    out[valid_w..].fill(pad[k]);
+                } else {
+                    out.fill(pad[k]);
                 }
             }
         }
-        tensor
     }
 }
 
@@ -357,25 +377,18 @@ impl<'a> Rescaled<'a> {
         }
     }
 
-    fn sample(&self, u: usize, v: usize, out: &mut [f32; 3]) {
-        let src = &self.source;
-        let (sw, sh) = (src.width() as i64, src.height() as i64);
-        let sx = ((u as f32 + 0.5) / self.sample_scale - 0.5).max(0.0);
-        let sy = ((v as f32 + 0.5) / self.sample_scale - 0.5).max(0.0);
-        let (x0, y0) = (sx.floor() as i64, sy.floor() as i64);
-        let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
-        let x0 = x0.min(sw - 1);
-        let y0 = y0.min(sh - 1);
-        let x1 = (x0 + 1).min(sw - 1);
-        let y1 = (y0 + 1).min(sh - 1);
-        let raw = src.as_raw();
-        let stride = sw as usize * 3;
-        let at = |x: i64, y: i64, c: usize| raw[y as usize * stride + x as usize * 3 + c] as f32;
-        for (c, o) in out.iter_mut().enumerate() {
-            let top = at(x0, y0, c) + (at(x1, y0, c) - at(x0, y0, c)) * fx;
-            let bottom = at(x0, y1, c) + (at(x1, y1, c) - at(x0, y1, c)) * fx;
-            *o = top + (bottom - top) * fy;
-        }
+    /// A bilinear sampler for the columns `x0..x0 + width` of this view (OpenCV's half-pixel convention, edges
+    /// clamped). The view is resized separably: each source row is interpolated horizontally once and kept while
+    /// consecutive output rows need it, which an enlargement does for most rows.
+    fn row_sampler(&self, x0: usize, width: usize) -> RowSampler<'_> {
+        let sw = self.source.width() as usize;
+        let columns = (0..width)
+            .map(|u| {
+                let (i0, i1, f) = source_taps(x0 + u, self.sample_scale, sw);
+                (i0 * 3, i1 * 3, f)
+            })
+            .collect();
+        RowSampler { view: self, columns, cache: [(usize::MAX, vec![0.0; width * 3]), (usize::MAX, vec![0.0; width * 3])] }
     }
 
     /// Maps a point of this view back to photo pixels.
@@ -384,29 +397,93 @@ impl<'a> Rescaled<'a> {
     }
 }
 
-fn block_average(photo: &RgbImage, block: u32) -> RgbImage {
-    let w = (photo.width() / block).max(1);
-    let h = (photo.height() / block).max(1);
-    let mut out = RgbImage::new(w, h);
-    let raw = photo.as_raw();
-    let stride = photo.width() as usize * 3;
-    let n = (block * block) as u32;
-    for y in 0..h {
-        for x in 0..w {
-            let mut acc = [0u32; 3];
-            for dy in 0..block {
-                let row = ((y * block + dy).min(photo.height() - 1)) as usize * stride;
-                for dx in 0..block {
-                    let i = row + ((x * block + dx).min(photo.width() - 1)) as usize * 3;
-                    acc[0] += raw[i] as u32;
-                    acc[1] += raw[i + 1] as u32;
-                    acc[2] += raw[i + 2] as u32;
-                }
-            }
-            out.put_pixel(x, y, image::Rgb([(acc[0] / n) as u8, (acc[1] / n) as u8, (acc[2] / n) as u8]));
+/// Source pixels `(lower, upper, weight of upper)` that output pixel `i` of a view at `scale` blends, for a
+/// source `len` pixels long: the pixel centre `(i + 0.5) / scale - 0.5`, clamped to the first and last pixel.
+fn source_taps(i: usize, scale: f32, len: usize) -> (usize, usize, f32) {
+    let s = ((i as f32 + 0.5) / scale - 0.5).max(0.0);
+    // `s` is non-negative, so truncation is the floor.
+    let lower = s as usize;
+    let weight = s - lower as f32;
+    let last = len.saturating_sub(1);
+    (lower.min(last), (lower + 1).min(last), weight)
+}
+
+/// Row-by-row bilinear resampling of a [`Rescaled`] view into interleaved RGB floats.
+struct RowSampler<'a> {
+    view: &'a Rescaled<'a>,
+    /// Per output column: byte offsets of the two source pixels and the weight of the second.
+    columns: Vec<(usize, usize, f32)>,
+    /// The last two horizontally interpolated source rows, with their row index.
+    cache: [(usize, Vec<f32>); 2],
+}
+
+impl RowSampler<'_> {
+    /// Output row `v` (in view coordinates) into `out`, three floats per column.
+    fn sample_row(&mut self, v: usize, out: &mut [f32]) {
+        let (y0, y1, fy) = source_taps(v, self.view.sample_scale, self.view.source.height() as usize);
+        let a = self.horizontal(y0, None);
+        let b = self.horizontal(y1, Some(a));
+        let (top, bottom) = (&self.cache[a].1, &self.cache[b].1);
+        for ((o, t), b) in out.iter_mut().zip(top).zip(bottom) {
+            *o = t + (b - t) * fy;
         }
     }
-    out
+
+    /// Index into `cache` of source row `y` interpolated horizontally; on a miss it overwrites the slot other than
+    /// `keep`, or else the one with the lower row (rows are requested in increasing order).
+    fn horizontal(&mut self, y: usize, keep: Option<usize>) -> usize {
+        if let Some(i) = self.cache.iter().position(|(row, _)| *row == y) {
+            return i;
+        }
+        let slot = match keep {
+            Some(k) => 1 - k,
+            None if self.cache[0].0 == usize::MAX => 0,
+            None if self.cache[1].0 == usize::MAX => 1,
+            None => usize::from(self.cache[1].0 < self.cache[0].0),
+        };
+        let src = self.view.source.as_raw();
+        let stride = self.view.source.width() as usize * 3;
+        let line = &src[y * stride..(y + 1) * stride];
+        let (row, values) = &mut self.cache[slot];
+        *row = y;
+        for (out, &(i0, i1, fx)) in values.chunks_exact_mut(3).zip(&self.columns) {
+            for c in 0..3 {
+                let (p0, p1) = (line[i0 + c] as f32, line[i1 + c] as f32);
+                out[c] = p0 + (p1 - p0) * fx;
+            }
+        }
+        slot
+    }
+}
+
+/// Averages `block`×`block` pixel squares (the photo's last partial row and column of squares are dropped).
+fn block_average(photo: &RgbImage, block: u32) -> RgbImage {
+    let w = (photo.width() / block).max(1) as usize;
+    let h = (photo.height() / block).max(1);
+    let block = block as usize;
+    let (pw, ph) = (photo.width() as usize, photo.height() as usize);
+    let raw = photo.as_raw();
+    let stride = pw * 3;
+    let n = (block * block) as u32;
+    // Source column of each pixel of a block row, clamped for photos narrower than one block.
+    let columns: Vec<usize> = (0..w * block).map(|x| x.min(pw - 1) * 3).collect();
+    let mut out = Vec::with_capacity(w * h as usize * 3);
+    let mut acc = vec![0u32; w * 3];
+    for y in 0..h as usize {
+        acc.fill(0);
+        for dy in 0..block {
+            let line = &raw[(y * block + dy).min(ph - 1) * stride..][..stride];
+            for (sums, cols) in acc.chunks_exact_mut(3).zip(columns.chunks_exact(block)) {
+                for &i in cols {
+                    sums[0] += line[i] as u32;
+                    sums[1] += line[i + 1] as u32;
+                    sums[2] += line[i + 2] as u32;
+                }
+            }
+        }
+        out.extend(acc.iter().map(|s| (s / n) as u8));
+    }
+    RgbImage::from_raw(w as u32, h, out).expect("buffer holds w*h pixels by construction")
 }
 
 /// The four heads of one stride.
@@ -522,6 +599,45 @@ mod tests {
         // centre (0.5·8, 1.25·8) = (4, 10); size (16, 8); top-left (-4, 6); halved back to the photo.
         assert_eq!(d.bbox, BoundingBox { x: -2.0, y: 3.0, width: 8.0, height: 4.0 });
         assert!((d.landmarks.points[0][0] - 0.4).abs() < 1e-6 && (d.landmarks.points[0][1] - 4.8).abs() < 1e-6);
+    }
+
+    /// The bilinear value of view pixel (u, v) computed directly from the definition, per pixel.
+    fn bilinear_at(view: &Rescaled<'_>, u: usize, v: usize) -> [f32; 3] {
+        let src = &view.source;
+        let (x0, x1, fx) = source_taps(u, view.sample_scale, src.width() as usize);
+        let (y0, y1, fy) = source_taps(v, view.sample_scale, src.height() as usize);
+        let at = |x: usize, y: usize, c: usize| src.get_pixel(x as u32, y as u32).0[c] as f32;
+        [0, 1, 2].map(|c| {
+            let top = at(x0, y0, c) + (at(x1, y0, c) - at(x0, y0, c)) * fx;
+            let bottom = at(x0, y1, c) + (at(x1, y1, c) - at(x0, y1, c)) * fx;
+            top + (bottom - top) * fy
+        })
+    }
+
+    #[test]
+    fn row_sampler_matches_per_pixel_bilinear_at_every_scale() {
+        let photo = RgbImage::from_fn(37, 23, |x, y| image::Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, (255 - x * 5) as u8]));
+        for scale in [2.0f32, 1.37, 1.0, 0.71, 0.3] {
+            let view = Rescaled::new(&photo, scale);
+            let (x0, width) = (1usize, view.width as usize - 1);
+            let mut sampler = view.row_sampler(x0, width);
+            let mut row = vec![0f32; width * 3];
+            for v in 0..view.height as usize {
+                sampler.sample_row(v, &mut row);
+                for u in 0..width {
+                    let expected = bilinear_at(&view, x0 + u, v);
+                    assert_eq!(&row[u * 3..u * 3 + 3], &expected, "scale {scale}, pixel ({}, {v})", x0 + u);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn source_taps_clamp_at_the_edges() {
+        assert_eq!(source_taps(0, 2.0, 10), (0, 1, 0.0));
+        assert_eq!(source_taps(19, 2.0, 10), (9, 9, 0.25));
+        // Centre of output pixel 3 at half scale: 3.5 / 0.5 - 0.5 = 6.5.
+        assert_eq!(source_taps(3, 0.5, 10), (6, 7, 0.5));
     }
 
     #[test]

@@ -67,3 +67,72 @@ pub fn deepface_photos() -> Vec<String> {
     out.sort();
     out
 }
+
+/// A real server on 127.0.0.1:0 over a data directory, stopped (gracefully) on drop.
+pub struct TestServer {
+    pub base: String,
+    pub data_dir: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start(data_dir: &std::path::Path, server: facematch::http::ServerConfig) -> TestServer {
+        use std::sync::Arc;
+        let config = config_for("face-reid-retail-0095");
+        let pipeline = Arc::new(pipeline("face-reid-retail-0095"));
+        let gallery = facematch::service::GalleryConfig { data_dir: data_dir.to_path_buf(), ..Default::default() };
+        let service = Arc::new(facematch::service::WatchlistService::open(pipeline, gallery, config.quality).expect("service opens"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                let state = facematch::http::AppState::new(service, server);
+                facematch::http::serve(listener, state, async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let addr = addr_rx.recv().expect("server bound");
+        TestServer { base: format!("http://{addr}"), data_dir: data_dir.to_path_buf(), shutdown: Some(tx), handle: Some(handle) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// A multipart form with one photo file field per (name, path).
+pub fn photo_form(fields: &[(&str, &std::path::Path)]) -> reqwest::multipart::Form {
+    let mut form = reqwest::multipart::Form::new();
+    for (name, path) in fields {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(path.file_name().unwrap().to_string_lossy().to_string());
+        form = form.part(name.to_string(), part);
+    }
+    form
+}
