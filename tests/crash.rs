@@ -1,0 +1,177 @@
+//! Crash safety and graceful shutdown with a real server process: `kill -9` in the middle of enrollments loses no
+//! acknowledged template; SIGTERM finishes the request in flight and saves the index.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+struct ServerProcess {
+    child: Child,
+    base: String,
+}
+
+/// Starts `facematch serve` on port 0 and reads the bound address from its log.
+fn spawn_server(data_dir: &Path) -> ServerProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_facematch"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("FACEMATCH_RUNTIME__SESSIONS", "2")
+        .env("FACEMATCH_LOG", "facematch=info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("server binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && line.contains("listening") {
+                if let Some(addr) = line.split("address=").nth(1) {
+                    let addr: String = addr.chars().take_while(|c| !c.is_whitespace()).collect();
+                    let _ = tx.send(strip_ansi(&addr));
+                    sent = true;
+                }
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(120)).expect("server logs its address");
+    ServerProcess { child, base: format!("http://{addr}") }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn all_photos() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for rel in common::deepface_photos() {
+        v.push(common::deepface().join(rel));
+    }
+    v
+}
+
+async fn setup_subject(client: &Client, base: &str) -> i64 {
+    let r = client.post(format!("{base}/v1/watchlists")).json(&json!({ "name": "wanted", "alert_fpir": 0.01 })).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = client
+        .post(format!("{base}/v1/subjects"))
+        .json(&json!({ "watchlist": "wanted", "display_name": "many photos" }))
+        .send()
+        .await
+        .unwrap();
+    r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+}
+
+async fn enroll_face(client: &Client, base: &str, subject: i64, photo: &Path) -> reqwest::Result<reqwest::Response> {
+    // `face=0`: group photos are fine here, the test is about durability.
+    let form = common::photo_form(&[("photo", photo)]).text("face", "0");
+    client.post(format!("{base}/v1/subjects/{subject}/faces")).multipart(form).send().await
+}
+
+async fn enrolled_templates(client: &Client, base: &str, subject: i64) -> Vec<i64> {
+    let faces: Value = client.get(format!("{base}/v1/subjects/{subject}/faces")).send().await.unwrap().json().await.unwrap();
+    faces["items"].as_array().unwrap().iter().map(|t| t["id"].as_i64().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_enrollment_loses_no_acknowledged_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_server(dir.path());
+    let client = Client::new();
+    let subject = setup_subject(&client, &server.base).await;
+
+    // Enroll concurrently from two tasks; kill the server once several were acknowledged, while others are in flight.
+    let photos = all_photos();
+    let acknowledged = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<i64>::new()));
+    let mut tasks = Vec::new();
+    for half in [0usize, 1] {
+        let (client, base, acknowledged) = (client.clone(), server.base.clone(), acknowledged.clone());
+        let mine: Vec<PathBuf> = photos.iter().skip(half).step_by(2).cloned().collect();
+        tasks.push(tokio::spawn(async move {
+            for photo in mine {
+                match enroll_face(&client, &base, subject, &photo).await {
+                    Ok(r) if r.status() == StatusCode::CREATED => {
+                        let body: Value = r.json().await.unwrap();
+                        acknowledged.lock().push(body["results"][0]["template"]["id"].as_i64().unwrap());
+                    }
+                    Ok(_) => {}
+                    Err(_) => break, // the server is gone
+                }
+            }
+        }));
+    }
+    while acknowledged.lock().len() < 6 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().clone();
+    assert!(acknowledged.len() >= 6);
+
+    let mut server = spawn_server(dir.path());
+    let stored = enrolled_templates(&client, &server.base, subject).await;
+    for id in &acknowledged {
+        assert!(stored.contains(id), "acknowledged template {id} lost after kill -9 (stored: {stored:?})");
+    }
+    // The index file was stale (no graceful save), so it was rebuilt from the store: search sees every template.
+    let ready: Value = client.get(format!("{}/readyz", server.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["index"]["stats"]["live"].as_u64().unwrap() as usize, stored.len(), "{ready}");
+    assert_eq!(ready["index"]["origin"], "rebuilt");
+    // The audit trail's hash chain is intact after the crash.
+    let audit: Value = client.get(format!("{}/v1/audit/verify", server.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(audit["status"], "intact", "{audit}");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_request_in_flight_and_saves_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_server(dir.path());
+    let client = Client::new();
+    let subject = setup_subject(&client, &server.base).await;
+    let photo = common::deepface().join("id09/img40.jpg");
+    let in_flight = {
+        let (client, base, photo) = (client.clone(), server.base.clone(), photo.clone());
+        tokio::spawn(async move { enroll_face(&client, &base, subject, &photo).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let response = in_flight.await.unwrap().expect("the in-flight request is answered");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "graceful exit: {exit:?}");
+
+    let mut server = spawn_server(dir.path());
+    let ready: Value = client.get(format!("{}/readyz", server.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["index"]["origin"], "loaded", "{ready}");
+    assert_eq!(ready["index"]["stats"]["live"], 1);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
