@@ -5,4 +5,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
+# Prove the default recognizer's conversion on every run: the ONNX must match Intel's OpenVINO runtime within 1e-4
+# on real aligned crops and have the sha256 the manifest pins.
+.venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/requirements-verify.txt
+pinned="$(sed -n 's/^sha256 = "\([0-9a-f]*\)"/\1/p' models/face-reid-retail-0095.toml)"
+.venv/bin/python scripts/verify_openvino_conversion.py --expect-sha256 "$pinned"
 cargo test --locked --all-targets "$@"
