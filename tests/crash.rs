@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 struct ServerProcess {
     child: Child,
     base: String,
+    /// The server's log lines after the one that named its address.
+    log: std::sync::mpsc::Receiver<String>,
 }
 
 /// Starts `facematch serve` on port 0 and reads the bound address from its log.
@@ -23,7 +25,7 @@ fn spawn_server(data_dir: &Path) -> ServerProcess {
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("FACEMATCH_RUNTIME__SESSIONS", "2")
-        .env("FACEMATCH_LOG", "facematch=info")
+        .env("FACEMATCH_LOG", "facematch=debug")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -31,20 +33,24 @@ fn spawn_server(data_dir: &Path) -> ServerProcess {
         .expect("server binary starts");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let (log_tx, log) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && line.contains("listening") {
+            let line = strip_ansi(&line);
+            if sent {
+                let _ = log_tx.send(line);
+            } else if line.contains("listening") {
                 if let Some(addr) = line.split("address=").nth(1) {
                     let addr: String = addr.chars().take_while(|c| !c.is_whitespace()).collect();
-                    let _ = tx.send(strip_ansi(&addr));
+                    let _ = tx.send(addr);
                     sent = true;
                 }
             }
         }
     });
     let addr = rx.recv_timeout(Duration::from_secs(120)).expect("server logs its address");
-    ServerProcess { child, base: format!("http://{addr}") }
+    ServerProcess { child, base: format!("http://{addr}"), log }
 }
 
 fn strip_ansi(s: &str) -> String {
@@ -160,7 +166,13 @@ async fn sigterm_finishes_the_request_in_flight_and_saves_the_index() {
         let (client, base, photo) = (client.clone(), server.base.clone(), photo.clone());
         tokio::spawn(async move { enroll_face(&client, &base, subject, &photo).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // SIGTERM only once the server has the enrollment in hand, so the test is about draining, not about timing.
+    loop {
+        let line = server.log.recv_timeout(Duration::from_secs(120)).expect("the server logs the request");
+        if line.contains("request started") && line.contains("/faces") {
+            break;
+        }
+    }
     let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let response = in_flight.await.unwrap().expect("the in-flight request is answered");

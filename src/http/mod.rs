@@ -105,6 +105,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let method = request.method().to_string();
     let started = Instant::now();
+    tracing::debug!(route = %route, method = %method, "request started");
     let response = next.run(request).await;
     state.metrics.observe_request(&route, &method, started.elapsed().as_secs_f64());
     if let Some(code) = response.extensions().get::<error::ErrorCode>() {
