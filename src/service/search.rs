@@ -140,18 +140,7 @@ impl WatchlistService {
             let candidates = self.candidates(&face.embedding.values, request, &context)?;
             faces.push(FaceSearch { face: Some(face.into()), searched: true, skipped_reason: None, candidates });
         }
-        let search_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let search_id = self.audit_search(actor, request, &faces, Some(&analysis.photo_sha256))?;
-        Ok(SearchResult {
-            search_id,
-            mode: request.mode,
-            model_id: self.model_id().to_string(),
-            gallery_templates: context.gallery_size,
-            decision_statistic: self.statistic(),
-            faces,
-            timings_ms: analysis.timings,
-            search_ms,
-        })
+        self.finish_search(actor, request, &context, faces, analysis.timings, started, Some(&analysis.photo_sha256))
     }
 
     /// Searches with an embedding the caller already has (it must come from the service's model).
@@ -166,8 +155,23 @@ impl WatchlistService {
         let context = self.search_context(request)?;
         let candidates = self.candidates(&query, request, &context)?;
         let faces = vec![FaceSearch { face: None, searched: true, skipped_reason: None, candidates }];
+        self.finish_search(actor, request, &context, faces, StageTimings::default(), started, None)
+    }
+
+    /// Audits the search and assembles its answer.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_search(
+        &self,
+        actor: &Actor,
+        request: &SearchRequest,
+        context: &SearchContext,
+        faces: Vec<FaceSearch>,
+        timings_ms: StageTimings,
+        started: Instant,
+        photo_sha256: Option<&str>,
+    ) -> Result<SearchResult, ServiceError> {
         let search_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let search_id = self.audit_search(actor, request, &faces, None)?;
+        let search_id = self.audit_search(actor, request, &faces, photo_sha256)?;
         Ok(SearchResult {
             search_id,
             mode: request.mode,
@@ -175,7 +179,7 @@ impl WatchlistService {
             gallery_templates: context.gallery_size,
             decision_statistic: self.statistic(),
             faces,
-            timings_ms: StageTimings::default(),
+            timings_ms,
             search_ms,
         })
     }
