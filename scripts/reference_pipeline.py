@@ -5,8 +5,13 @@ It is a plain, normal implementation: OpenCV for decoding, resizing and warping,
 the similarity fit, onnxruntime at one intra-op thread for both networks, batch size one.
 
 Script modes:
-    reference_pipeline.py --photos DIR_OR_FILES... --recognizer ID [--limit N] [--repeat R] [--json OUT]
+    reference_pipeline.py --photos DIR_OR_FILES... --recognizer ID [--detector FILE] [--limit N] [--repeat R]
+                          [--json OUT]
         times each stage over the photos (largest face per photo) and prints per-stage mean milliseconds.
+
+The detector runs at its fixed input size (letterboxed) when the model has one; a model with a dynamic input size
+(yunet_s_dynamic.onnx) gets the photo at its own size, shrunk to fit 640 when larger, padded to a multiple of 32 —
+what OpenCV's FaceDetectorYN does after setInputSize(photo size).
     reference_pipeline.py --pairs pairs.csv --recognizer ID [--threshold T]
         embeds every photo in the pair list and prints verification accuracy at the best cosine threshold and at T.
 """
@@ -31,6 +36,8 @@ import onnxruntime as ort
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 DETECTOR_FILE = "face_detection_yunet_2023mar.onnx"
 DETECTOR_INPUT_SIZE = 640
+# Feature maps of the deepest stride must tile the input exactly.
+DETECTOR_SIZE_MULTIPLE = 32
 DETECTOR_STRIDES = (8, 16, 32)
 DEFAULT_SCORE_THRESHOLD = 0.6
 DEFAULT_NMS_IOU = 0.3
@@ -145,36 +152,58 @@ def suppress_overlaps(boxes: np.ndarray, scores: np.ndarray, iou_threshold: floa
 
 
 class FaceDetector:
-    """YuNet 2023mar at its fixed 640×640 input, letterboxed."""
+    """YuNet: at its fixed input size, letterboxed, or at the photo's own size for a dynamic-size model."""
 
     def __init__(self, model_path: Path, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
                  nms_iou: float = DEFAULT_NMS_IOU) -> None:
         self.session = open_session(model_path)
+        self.model_file = model_path.name
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self.output_names = [o.name for o in self.session.get_outputs()]
-        # Anchor-cell origins per stride are fixed by the input size, so they are built once.
-        self.grids = {}
-        for stride in DETECTOR_STRIDES:
-            cells = DETECTOR_INPUT_SIZE // stride
-            rows, cols = np.divmod(np.arange(cells * cells, dtype=np.float32), cells)
-            self.grids[stride] = (cols, rows)
+        input_shape = self.session.get_inputs()[0].shape
+        # (height, width) of a fixed-size model; None when the model takes any size.
+        self.fixed_size = (tuple(input_shape[2:]) if all(isinstance(d, int) for d in input_shape[2:]) else None)
+        # Anchor-cell origins per stride depend only on the input size, so they are built once per size.
+        self.grids: dict[tuple[int, int], dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+
+    def grid(self, input_h: int, input_w: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        if (input_h, input_w) not in self.grids:
+            cells = {}
+            for stride in DETECTOR_STRIDES:
+                rows_n, cols_n = input_h // stride, input_w // stride
+                rows, cols = np.divmod(np.arange(rows_n * cols_n, dtype=np.float32), cols_n)
+                cells[stride] = (cols, rows)
+            self.grids[(input_h, input_w)] = cells
+        return self.grids[(input_h, input_w)]
 
     def letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """Scales the longer side to 640 (bilinear), pads right/bottom with zeros; returns the NCHW blob and the
-        per-axis scale factors from original to letterboxed pixels."""
+        """Scales the photo (bilinear) to fit the model input — the fixed size, or for a dynamic model its own size
+        shrunk to fit 640 — and pads right/bottom with zeros; returns the NCHW blob and the per-axis scale factors
+        from original to letterboxed pixels."""
         height, width = image.shape[:2]
-        scale = DETECTOR_INPUT_SIZE / max(height, width)
-        new_w = min(DETECTOR_INPUT_SIZE, max(1, round(width * scale)))
-        new_h = min(DETECTOR_INPUT_SIZE, max(1, round(height * scale)))
-        resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        canvas = np.zeros((DETECTOR_INPUT_SIZE, DETECTOR_INPUT_SIZE, 3), dtype=np.uint8)
+        if self.fixed_size is not None:
+            input_h, input_w = self.fixed_size
+            scale = min(input_h / height, input_w / width)
+        else:
+            scale = min(1.0, DETECTOR_INPUT_SIZE / max(height, width))
+        new_w = max(1, round(width * scale))
+        new_h = max(1, round(height * scale))
+        if self.fixed_size is not None:
+            new_w, new_h = min(input_w, new_w), min(input_h, new_h)
+        else:
+            input_w = -(-new_w // DETECTOR_SIZE_MULTIPLE) * DETECTOR_SIZE_MULTIPLE
+            input_h = -(-new_h // DETECTOR_SIZE_MULTIPLE) * DETECTOR_SIZE_MULTIPLE
+        resized = image if (new_w, new_h) == (width, height) else cv2.resize(
+            image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        canvas = np.zeros((input_h, input_w, 3), dtype=np.uint8)
         canvas[:new_h, :new_w] = resized
         blob = canvas.transpose(2, 0, 1)[np.newaxis].astype(np.float32)
         return blob, new_w / width, new_h / height
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         blob, scale_x, scale_y = self.letterbox(image)
+        grid = self.grid(blob.shape[2], blob.shape[3])
         outputs = dict(zip(self.output_names, self.session.run(self.output_names, {"input": blob})))
         all_boxes, all_scores, all_landmarks = [], [], []
         for stride in DETECTOR_STRIDES:
@@ -184,7 +213,7 @@ class FaceDetector:
             chosen = np.nonzero(scores > self.score_threshold)[0]
             if chosen.size == 0:
                 continue
-            cols, rows = self.grids[stride]
+            cols, rows = grid[stride]
             cols, rows = cols[chosen], rows[chosen]
             bbox = outputs[f"bbox_{stride}"][0, chosen]
             kps = outputs[f"kps_{stride}"][0, chosen].reshape(-1, 5, 2)
@@ -294,10 +323,11 @@ class Pipeline:
     """Detector plus one recognizer, both loaded from a models directory."""
 
     def __init__(self, recognizer_id: str, models_dir: Path = DEFAULT_MODELS_DIR,
-                 score_threshold: float = DEFAULT_SCORE_THRESHOLD, nms_iou: float = DEFAULT_NMS_IOU) -> None:
+                 score_threshold: float = DEFAULT_SCORE_THRESHOLD, nms_iou: float = DEFAULT_NMS_IOU,
+                 detector_file: str = DETECTOR_FILE) -> None:
         if recognizer_id not in RECOGNIZERS:
             raise PipelineError(f"choosing recognizer: unknown id {recognizer_id} (known: {', '.join(RECOGNIZERS)})")
-        self.detector = FaceDetector(models_dir / DETECTOR_FILE, score_threshold, nms_iou)
+        self.detector = FaceDetector(models_dir / detector_file, score_threshold, nms_iou)
         self.recognizer = Recognizer(RECOGNIZERS[recognizer_id], models_dir)
 
     def process(self, path: Path) -> tuple[np.ndarray | None, Detection | None, StageTimes]:
@@ -352,6 +382,8 @@ def benchmark(pipeline: Pipeline, photos: list[Path], repeat: int) -> dict:
     pipeline.process(photos[0])
     samples: dict[str, list[float]] = {"decode": [], "detect": [], "align": [], "embed": [], "total": []}
     faces = 0
+    # Processor time of the whole timed loop: unlike wall time it does not grow when other processes take the CPU.
+    cpu_start = time.process_time()
     for _ in range(repeat):
         faces = 0
         for photo in photos:
@@ -363,13 +395,16 @@ def benchmark(pipeline: Pipeline, photos: list[Path], repeat: int) -> dict:
                 faces += 1
                 samples["align"].append(times.align)
                 samples["embed"].append(times.embed)
+    cpu_ms_per_photo = (time.process_time() - cpu_start) * 1e3 / (repeat * len(photos))
     return {
         "recognizer": pipeline.recognizer.spec.id,
+        "detector": pipeline.detector.model_file,
         "photos": len(photos),
         "photos_with_face": faces,
         "repeat": repeat,
         "mean_ms": {k: (statistics.fmean(v) if v else None) for k, v in samples.items()},
         "median_ms": {k: (statistics.median(v) if v else None) for k, v in samples.items()},
+        "cpu_ms_per_photo": cpu_ms_per_photo,
         "onnxruntime": ort.__version__,
         "opencv": cv2.__version__,
         "python": platform.python_version(),
@@ -429,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_DIR, help="directory holding the ONNX models")
     parser.add_argument("--recognizer", default="face-reid-retail-0095", choices=sorted(RECOGNIZERS))
+    parser.add_argument("--detector", default=DETECTOR_FILE,
+                        help="detector ONNX file in --models (fixed-size or dynamic-size YuNet)")
     parser.add_argument("--photos", nargs="+", help="photo files or directories (searched recursively)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
     parser.add_argument("--repeat", type=int, default=1, help="passes over the photos")
@@ -443,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1 or args.limit < 0:
         parser.error("--repeat must be >= 1 and --limit >= 0")
     try:
-        pipeline = Pipeline(args.recognizer, args.models, args.score_threshold, args.nms_iou)
+        pipeline = Pipeline(args.recognizer, args.models, args.score_threshold, args.nms_iou, args.detector)
         if args.pairs is not None:
             report = evaluate_pairs(pipeline, args.pairs, args.threshold)
             print(f"{report['recognizer']} on {args.pairs}: {report['pairs']} pairs "

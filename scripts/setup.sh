@@ -58,6 +58,18 @@ if ! verified yunet-2023mar "$yunet"; then
   require_verified yunet-2023mar "$yunet"
 fi
 
+# 3a'. Detector with a dynamic input size (mirror only: it is not on OpenCV Zoo).
+yunet_dynamic=models/yunet_s_dynamic.onnx
+if ! verified yunet-s-dynamic "$yunet_dynamic"; then
+  if [ -f "$mirror/yunet_s_dynamic.onnx" ]; then
+    say "copying dynamic-size YuNet from $mirror"
+    cp "$mirror/yunet_s_dynamic.onnx" "$yunet_dynamic.tmp" && mv "$yunet_dynamic.tmp" "$yunet_dynamic"
+    require_verified yunet-s-dynamic "$yunet_dynamic"
+  else
+    say "no $mirror/yunet_s_dynamic.onnx: the optional dynamic-size detector is not installed"
+  fi
+fi
+
 # 3b. Default recognizer: OpenVINO IR → ONNX.
 reid=models/face-reid-retail-0095.onnx
 if ! verified face-reid-retail-0095 "$reid"; then

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod gallery;
 pub mod http;
 pub mod index;
+pub mod loadgen;
 pub mod manifest;
 pub mod pipeline;
 pub mod quality;

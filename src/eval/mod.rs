@@ -3,8 +3,12 @@
 //! Everything here is a pure function of scores handed in by callers; the face pipeline lives elsewhere.
 //! [`metrics`] computes rates from scored pairs and search outcomes, [`plot`] draws them, [`report`] gathers
 //! tables and figures with run provenance ([`machine`]) into terminal, JSON, Markdown and HTML renderings.
+//! [`protocol`] fixes which photos are compared or searched against which, and [`decision`] holds the statistics
+//! open-set identification thresholds.
 
+pub mod decision;
 pub mod machine;
 pub mod metrics;
 pub mod plot;
+pub mod protocol;
 pub mod report;

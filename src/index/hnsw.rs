@@ -33,8 +33,9 @@ const DOOMED: u32 = 1 << 9;
 const FREED: u32 = 1 << 10;
 const MAX_LEVEL: usize = 15;
 const EMPTY_ENTRY: u64 = u64::MAX;
-const PREFETCH_AHEAD: usize = pf_ahead();
-const fn pf_ahead() -> usize { match option_env!("PF_AHEAD") { Some(s) => { let b = s.as_bytes(); let mut v = 0; let mut i = 0; while i < b.len() { v = v * 10 + (b[i] - b'0') as usize; i += 1; } v } None => 4 } }
+/// Neighbours whose records are being fetched ahead of the one being scored: enough to overlap several memory
+/// latencies, few enough (4 records of ~10 lines) to stay within the core's outstanding-miss capacity.
+const PREFETCH_AHEAD: usize = 4;
 
 /// Tuning of the graph; `Default` is M 16, ef_construction 200, ef_search 64.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -63,7 +64,7 @@ impl Default for HnswConfig {
             ef_search: 64,
             seed: 0x5eed_f00d,
             consolidate_fraction: Some(0.25),
-            filter_scan_factor: 60.0,
+            filter_scan_factor: 20.0,
         }
     }
 }
@@ -329,6 +330,11 @@ impl HnswIndex {
         self.config.filter_scan_factor = factor;
     }
 
+    /// Changes when `remove` consolidates on its own (see `HnswConfig::consolidate_fraction`).
+    pub fn set_consolidate_fraction(&mut self, fraction: Option<f32>) {
+        self.config.consolidate_fraction = fraction;
+    }
+
     /// Live templates carrying any of `labels`.
     pub fn count_labels(&self, labels: &[u32]) -> usize {
         let dir = self.directory.read();
@@ -590,6 +596,10 @@ impl HnswIndex {
             let base = self.vector(target);
             let (cands, kept) = work;
             cands.clear();
+            // The target's neighbours are rarely in cache; fetch them all before the dot products need them.
+            for i in 0..count {
+                self.prefetch_node(Self::link(header, i).load(Ordering::Relaxed));
+            }
             for i in 0..count {
                 let e = Self::link(header, i).load(Ordering::Relaxed);
                 if self.state(e).load(Ordering::Acquire) & DOOMED == 0 {
@@ -1422,6 +1432,50 @@ mod tests {
         assert!(tomb >= 0.95 && repaired >= 0.95, "tombstones {tomb}, repaired {repaired}");
         assert_eq!(hnsw.stats().deleted, 0);
         assert_eq!(hnsw.consolidate().expect("again").freed, 0);
+    }
+
+    impl HnswIndex {
+        /// Links from unfreed slots to freed or doomed ones (must be 0 after a consolidation).
+        fn dangling_links(&self) -> usize {
+            let slots = self.directory.read().next_slot;
+            let mut dangling = 0;
+            for s in 0..slots {
+                let v = unsafe { self.state(s).load(Ordering::Acquire) };
+                if v & FREED != 0 {
+                    continue;
+                }
+                for layer in 0..=(v & LEVEL_MASK) as usize {
+                    let mut links = Vec::new();
+                    unsafe { self.read_links(s, layer, &mut links) };
+                    dangling += links
+                        .iter()
+                        .filter(|&&n| unsafe { self.state(n).load(Ordering::Acquire) } & (FREED | DOOMED) != 0)
+                        .count();
+                }
+            }
+            dangling
+        }
+    }
+
+    #[test]
+    fn consolidation_leaves_no_link_to_a_freed_slot() {
+        let v = data(4000, 1);
+        let keys: Vec<u64> = (0..4000).collect();
+        let hnsw = HnswIndex::new(
+            DIM,
+            HnswConfig { m: 8, ef_construction: 64, consolidate_fraction: None, ..Default::default() },
+        );
+        hnsw.insert_flat(&keys, &[0; 4000], &v).expect("build");
+        let mut prev = 0u64;
+        for target in [400u64, 2000, 3600] {
+            for k in prev..target {
+                assert!(hnsw.remove((k * 7919) % 4000).expect("remove"));
+            }
+            let report = hnsw.consolidate().expect("consolidate");
+            assert_eq!(report.freed as u64, target - prev);
+            assert_eq!(hnsw.dangling_links(), 0, "after {target} removals");
+            prev = target;
+        }
     }
 
     #[test]

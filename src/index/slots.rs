@@ -64,6 +64,10 @@ impl Slots {
             let count = 1usize << (base_log2 as usize + k);
             let bytes = count.checked_mul(self.stride).ok_or(IndexError::Full { capacity: count })?;
             let mut map = MmapMut::map_anon(bytes).map_err(|source| IndexError::Allocation { bytes, source })?;
+            // Graph walks touch records at random: 2 MiB pages turn most of their TLB misses into hits. A hint only
+            // (the kernel may decline), so a refusal is not an error.
+            #[cfg(target_os = "linux")]
+            let _ = map.advise(memmap2::Advice::HugePage);
             self.segments[k].store(map.as_mut_ptr(), Ordering::Release);
             maps.push(map);
             let capacity = ((1usize << k + 1) - 1) << base_log2;

@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# Benchmarks of the HTTP service, against the issue's targets (2 cores, 640x480 JPEG with one face, default model):
+# `POST /v1/search` p50 <= 30 ms and p99 <= 60 ms at concurrency 1 with a 1M gallery; throughput at concurrency 8
+# within 10 % of the pipeline alone on 2 cores.
+#
+# For each gallery size (10k; 1M too with FACEMATCH_BENCH_1M=1, which takes long: see docs/benchmarks.md):
+#   1. `facematch bench seed` fills a fresh data dir with synthetic templates (seeded clustered unit vectors);
+#   2. first start: `facematch serve --listen 127.0.0.1:0`, timed until /readyz answers 200 (the ANN index is
+#      rebuilt from the store); `facematch bench http` at concurrency 1, 8, 32; SIGTERM (the index is saved);
+#   3. second start: timed again (the index is loaded from its file), then SIGTERM.
+# Then, once: the pipeline alone on 2 threads on the same photo (`facematch bench pipeline-throughput`), and
+# enrollment throughput (`facematch enroll` of the first 300 lfw-dev photos into an empty data dir).
+#
+# The probe photo is made here: deepface id01/img11.jpg (600x800, one face) scaled to fit 640x480 and centred on
+# grey, JPEG quality 90 (OpenCV from .venv); the script checks that the detector finds exactly one face in it.
+#
+# Usage: scripts/bench_http.sh [--out DIR] [--requests N] [--duration-s S] [--no-nice] [--keep]
+# Env:   FACEMATCH_BIN        use this binary instead of building target/release/facematch
+#        FACEMATCH_BENCH_1M=1 also measure a 1M-template gallery (10 templates per synthetic subject, because
+#                             every subject costs one durable commit)
+#        FACEMATCH_BENCH_1M_DIR  reuse a data dir seeded earlier with 1M templates (its index file is deleted
+#                             first so the first start is a rebuild)
+# Writes seed/startup/load/pipeline/enroll JSON and summary.json + summary.md into --out
+# (default reports/bench-http/<UTC time>). Everything runs under `nice` unless --no-nice.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+shared="${FACEMATCH_SHARED:-$root/../shared}"
+out="reports/bench-http/$(date -u +%Y%m%dT%H%M%SZ)"
+requests=300
+duration_s=60
+nice_cmd=(nice -n 10)
+keep=0
+die() { printf 'bench_http: error: %s\n' "$*" >&2; exit 1; }
+say() { printf 'bench_http: %s\n' "$*" >&2; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) out="$2"; shift 2 ;;
+    --requests) requests="$2"; shift 2 ;;
+    --duration-s) duration_s="$2"; shift 2 ;;
+    --no-nice) nice_cmd=(); shift ;;
+    --keep) keep=1; shift ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+
+[ -x .venv/bin/python ] || die ".venv is missing; run scripts/setup.sh"
+command -v curl >/dev/null || die "curl is needed to poll /readyz"
+[ -f "$shared/faces/deepface/id01/img11.jpg" ] || die "$shared/faces/deepface is missing"
+[ -d "$shared/faces/lfw-dev" ] || die "$shared/faces/lfw-dev is missing"
+
+if [ -n "${FACEMATCH_BIN:-}" ]; then
+  bin="$FACEMATCH_BIN"
+else
+  say "building the release binary"
+  "${nice_cmd[@]}" cargo build --release --quiet
+  bin="$root/target/release/facematch"
+fi
+[ -x "$bin" ] || die "$bin is not executable"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+work="$(mktemp -d "${TMPDIR:-/tmp}/facematch-bench-http.XXXXXX")"
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  if [ "$keep" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+# Plain log lines: the server's address is read from its log.
+export NO_COLOR=1
+now() { date +%s.%N; }
+# since T0: seconds elapsed since T0 (a `now` value), three decimals.
+since() { awk -v a="$(now)" -v b="$1" 'BEGIN { printf "%.3f", a - b }'; }
+load_average() { cut -d' ' -f1-3 /proc/loadavg; }
+# cpu_seconds PID: user + system CPU time the process has used so far. CPU time, unlike wall time, does not grow
+# when other processes hold the cores, so it gives contention-free costs per request.
+clock_ticks="$(getconf CLK_TCK)"
+cpu_seconds() { awk -v hz="$clock_ticks" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+
+# The probe: 640x480, one face.
+probe="$work/probe-640x480.jpg"
+.venv/bin/python -c '
+import sys, cv2, numpy as np
+src, dst = sys.argv[1], sys.argv[2]
+im = cv2.imread(src)
+h, w = im.shape[:2]
+s = min(640 / w, 480 / h)
+im = cv2.resize(im, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+canvas = np.full((480, 640, 3), 127, np.uint8)
+y, x = (480 - im.shape[0]) // 2, (640 - im.shape[1]) // 2
+canvas[y:y + im.shape[0], x:x + im.shape[1]] = im
+cv2.imwrite(dst, canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
+' "$shared/faces/deepface/id01/img11.jpg" "$probe"
+faces="$("$bin" detect "$probe" 2>/dev/null | .venv/bin/python -c 'import json,sys; print(len(json.load(sys.stdin)["faces"]))')"
+[ "$faces" = 1 ] || die "the probe photo has $faces faces, expected 1"
+cp "$probe" "$out/"
+
+# start_server DATA_DIR LOG: starts the server on a free loopback port; sets server_pid, server_url, startup_s.
+start_server() {
+  local data_dir="$1" log="$2" t0 addr=""
+  : >"$log"
+  t0="$(now)"
+  "${nice_cmd[@]}" "$bin" serve --data-dir "$data_dir" --listen 127.0.0.1:0 >"$log" 2>&1 &
+  server_pid=$!
+  # The address is logged once the gallery and index are ready (a 1M rebuild takes many minutes).
+  while [ -z "$addr" ]; do
+    kill -0 "$server_pid" 2>/dev/null || die "the server exited during start-up; see $log"
+    addr="$(sed 's/\x1b\[[0-9;]*m//g' "$log" | sed -n 's/.*listening address=\([0-9.:]*\).*/\1/p' | head -n 1)"
+    [ -n "$addr" ] || sleep 0.05
+  done
+  server_url="http://$addr"
+  until curl -sf -o /dev/null "$server_url/readyz"; do
+    kill -0 "$server_pid" 2>/dev/null || die "the server exited; see $log"
+    sleep 0.02
+  done
+  startup_s="$(since "$t0")"
+}
+
+# stop_server: SIGTERM, wait; sets shutdown_s (in-flight requests finished and the index saved).
+stop_server() {
+  local t0
+  t0="$(now)"
+  kill -TERM "$server_pid"
+  wait "$server_pid" || die "the server exited with an error on SIGTERM"
+  server_pid=""
+  shutdown_s="$(since "$t0")"
+}
+
+sizes=(10000)
+[ "${FACEMATCH_BENCH_1M:-0}" = 1 ] && sizes+=(1000000)
+for size in "${sizes[@]}"; do
+  data="$work/gallery-$size"
+  per_subject=1
+  [ "$size" -ge 1000000 ] && per_subject=10
+  if [ "$size" -ge 1000000 ] && [ -n "${FACEMATCH_BENCH_1M_DIR:-}" ]; then
+    [ -f "$FACEMATCH_BENCH_1M_DIR/gallery.sqlite3" ] || die "$FACEMATCH_BENCH_1M_DIR has no gallery.sqlite3"
+    data="$FACEMATCH_BENCH_1M_DIR"
+    say "gallery $size: reusing $data"
+    echo '{"reused": true}' >"$out/seed-$size.json"
+  else
+    say "gallery $size: seeding ($per_subject template(s) per subject; load average $(load_average))"
+    "${nice_cmd[@]}" "$bin" bench seed --data-dir "$data" --templates "$size" --watchlists 4 --seed 7 \
+      --templates-per-subject "$per_subject" >"$out/seed-$size.json"
+  fi
+  rm -f "$data"/index-*.bin
+
+  say "gallery $size: first start (index rebuilt from the store)"
+  start_server "$data" "$out/serve-$size-first.log"
+  first_s="$startup_s"
+  curl -sf "$server_url/readyz" >"$out/readyz-$size-first.json"
+  say "gallery $size: first start took ${first_s} s; load at concurrency 1, 8, 32 (load average $(load_average))"
+  cpu_before="$(cpu_seconds "$server_pid")"
+  "$bin" bench http --url "$server_url" --photos "$probe" --concurrency 1,8,32 --requests "$requests" \
+    --duration-s "$duration_s" --mode identification --warmup 3 --out "$out/load-$size" >"$out/load-$size.txt"
+  cpu_load="$(awk -v a="$(cpu_seconds "$server_pid")" -v b="$cpu_before" 'BEGIN { printf "%.3f", a - b }')"
+  stop_server
+  first_stop_s="$shutdown_s"
+
+  say "gallery $size: second start (index loaded from its file)"
+  start_server "$data" "$out/serve-$size-second.log"
+  second_s="$startup_s"
+  curl -sf "$server_url/readyz" >"$out/readyz-$size-second.json"
+  stop_server
+  printf '{"templates": %s, "first_start_s": %s, "first_shutdown_s": %s, "second_start_s": %s, "second_shutdown_s": %s, "server_cpu_s_during_load": %s}\n' \
+    "$size" "$first_s" "$first_stop_s" "$second_s" "$shutdown_s" "$cpu_load" >"$out/startup-$size.json"
+done
+
+say "pipeline alone on 2 threads (load average $(load_average))"
+TIMEFORMAT='%U %S'
+{ time "${nice_cmd[@]}" "$bin" bench pipeline-throughput --photo "$probe" --threads 2 --seconds 20 --warmup 2 \
+    >"$out/pipeline-alone.json" 2>"$out/pipeline-alone.log"; } 2>"$out/pipeline-alone.cpu"
+
+say "enrollment throughput: 300 lfw-dev photos (load average $(load_average))"
+enroll_src="$work/enroll-src"
+count=0
+while IFS= read -r person && [ "$count" -lt 300 ]; do
+  for photo in "$shared/faces/lfw-dev/$person"/*.jpg; do
+    [ "$count" -lt 300 ] || break
+    mkdir -p "$enroll_src/$person"
+    cp "$photo" "$enroll_src/$person/"
+    count=$((count + 1))
+  done
+done < <(ls "$shared/faces/lfw-dev" | sort)
+# Exit code 2 only says some photos were refused (no usable face); the JSON counts them.
+"${nice_cmd[@]}" "$bin" enroll --watchlist x --data-dir "$work/enroll-data" "$enroll_src" \
+  >"$out/enroll.json" 2>"$out/enroll.log" || [ $? -eq 2 ] || die "enroll failed; see $out/enroll.log"
+
+printf '%s\n' "$(load_average)" >"$out/load-average-end.txt"
+.venv/bin/python - "$out" <<'PY'
+"""Summarises the run's JSON files into summary.json and summary.md, with the issue's targets checked."""
+import glob, json, os, sys
+
+out = sys.argv[1]
+def load(name):
+    with open(os.path.join(out, name)) as f:
+        return json.load(f)
+
+pipeline = load("pipeline-alone.json")["result"]
+with open(os.path.join(out, "pipeline-alone.cpu")) as f:
+    user, system = map(float, f.read().split())
+# Model loading is in the process's CPU time too; it is small next to 20 s on two threads. 2 threads x 2 warm-ups.
+pipeline["cpu_ms_per_photo"] = 1000 * (user + system) / (pipeline["photos"] + 2 * 2)
+enroll = load("enroll.json")
+summary = {"pipeline_alone": pipeline, "enroll": enroll, "galleries": {}}
+lines = ["# HTTP service benchmark", "",
+         f"- pipeline alone, 2 threads: {pipeline['photos_per_second']:.2f} photos/s "
+         f"(p50 {pipeline['latency_ms']['p50']:.1f} ms per photo; {pipeline['cpu_ms_per_photo']:.1f} ms CPU per photo)",
+         f"- enrollment: {enroll['photos_per_second']:.2f} photos/s ({enroll['summary']})", ""]
+for path in sorted(glob.glob(os.path.join(out, "startup-*.json")), key=lambda p: int(p.split("-")[-1][:-5])):
+    size = int(path.split("-")[-1][:-5])
+    startup = load(os.path.basename(path))
+    levels = {l["concurrency"]: l for l in load(f"load-{size}/levels.json")["outcome"]["levels"]}
+    entry = {"startup": startup, "levels": levels}
+    searches = sum(l["sent"] for l in levels.values()) + 3
+    entry["server_cpu_ms_per_search"] = 1000 * startup["server_cpu_s_during_load"] / searches
+    lines += [f"## {size} templates", "",
+              f"- start-up until /readyz 200: first (rebuild) {startup['first_start_s']:.2f} s, "
+              f"second (load) {startup['second_start_s']:.2f} s",
+              f"- server CPU per search (all levels): {entry['server_cpu_ms_per_search']:.1f} ms "
+              f"(pipeline alone: {pipeline['cpu_ms_per_photo']:.1f} ms per photo)",
+              "", "| concurrency | ok | errors | ok req/s | p50 ms | p90 ms | p99 ms | max ms |", "|---|---|---|---|---|---|---|---|"]
+    for c, l in sorted(levels.items()):
+        s = l["latency_ms"] or {}
+        lines.append(f"| {c} | {l['ok']} | {l['errors']} | {l['ok_per_second']:.2f} | {s.get('p50', 0):.1f} | "
+                     f"{s.get('p90', 0):.1f} | {s.get('p99', 0):.1f} | {s.get('max', 0):.1f} |")
+    if 1 in levels and levels[1]["latency_ms"]:
+        s = levels[1]["latency_ms"]
+        entry["target_c1"] = {"p50_ms": s["p50"], "p99_ms": s["p99"], "p50_ok": s["p50"] <= 30, "p99_ok": s["p99"] <= 60}
+        lines.append(f"\n- concurrency 1: p50 {s['p50']:.1f} ms (target 30), p99 {s['p99']:.1f} ms (target 60)")
+    if 8 in levels:
+        ratio = levels[8]["ok_per_second"] / pipeline["photos_per_second"]
+        entry["c8_vs_pipeline"] = ratio
+        lines.append(f"- throughput at concurrency 8 is {100 * ratio:.0f} % of the pipeline alone (target >= 90 %)")
+    lines.append("")
+    summary["galleries"][size] = entry
+with open(os.path.join(out, "load-average-end.txt")) as f:
+    lines.append(f"load average at the end: {f.read().strip()}")
+with open(os.path.join(out, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+with open(os.path.join(out, "summary.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
+say "written to $out"

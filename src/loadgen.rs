@@ -1,0 +1,1463 @@
+//! Service benchmarks: `facematch bench http` (a bounded closed-loop load generator for `POST /v1/search` against
+//! a running server on loopback, with the server's per-stage latency read from `/metrics`), `bench seed`
+//! (synthetic templates for gallery size) and `bench pipeline-throughput` (the face pipeline alone on N threads,
+//! the baseline the server's throughput is compared with).
+//!
+//! The load is closed-loop: C workers each send the next request when the previous answer arrived, so the figures
+//! are service times under C outstanding requests, not an open arrival rate. Every level is bounded twice (request
+//! count and wall time) so a run always stops by itself.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::eval::metrics::{latency_summary, LatencySummary, MetricError};
+use crate::eval::plot::plot_latency_histogram;
+use crate::eval::report::{ModelFact, Report, ReportError, Table};
+use crate::gallery::{AuditEntry, GalleryError, GalleryStore, NewSubject, NewTemplate, NewWatchlist, SqliteStore};
+use crate::index::bench::{clustered_unit_vectors, ClusterSpec};
+use crate::manifest::ModelManifest;
+use crate::pipeline::{AnalyzeOptions, FacePipeline, PipelineError};
+
+/// Pipeline stages the server reports, in pipeline order (`search` is the ANN search and result assembly).
+pub const SERVER_STAGES: [&str; 5] = ["decode", "detect", "align", "embed", "search"];
+
+/// Longest a single level may be asked to run; the load generator is a benchmark, not a soak test.
+const MAX_LEVEL_SECONDS: f64 = 3600.0;
+/// Most requests one level may be asked to send.
+const MAX_LEVEL_REQUESTS: usize = 1_000_000;
+/// Most workers of one level; more would only measure the server's 503 path.
+const MAX_CONCURRENCY: usize = 1024;
+
+/// Why a load run could not be made or reported.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("server url `{url}`: not a valid http url")]
+    InvalidUrl {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("server url `{url}`: load is generated only against loopback addresses (127.0.0.0/8, ::1, localhost)")]
+    NotLoopback { url: String },
+    #[error("load plan: {problem}")]
+    InvalidPlan { problem: String },
+    #[error("photo {}: cannot be read", .path.display())]
+    ReadPhoto {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("photo path {}: does not exist", .path.display())]
+    MissingPhotoPath { path: PathBuf },
+    #[error("photos: no .jpg/.jpeg/.png files in the given paths")]
+    NoPhotos,
+    #[error("http client: cannot be built")]
+    Client(#[source] reqwest::Error),
+    #[error("{url}: request failed")]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url}: answered {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: unexpected body")]
+    Body {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{url}: metrics text unreadable")]
+    Metrics {
+        url: String,
+        #[source]
+        source: MetricsTextError,
+    },
+    #[error("latency summary at concurrency {concurrency}")]
+    Summary {
+        concurrency: usize,
+        #[source]
+        source: MetricError,
+    },
+    #[error("load report")]
+    Report(#[source] ReportError),
+    #[error("async runtime: cannot be started")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// A line of Prometheus text exposition that does not parse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("metrics text line {line}: {problem}")]
+pub struct MetricsTextError {
+    pub line: usize,
+    pub problem: &'static str,
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Prometheus text
+// -------------------------------------------------------------------------------------------------------------
+
+/// One sample of the Prometheus text exposition format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses the text exposition format (version 0.0.4): `name{label="value",…} value [timestamp]` per line;
+/// comments and blank lines are skipped. Label values may contain escaped `\\`, `\"` and `\n`.
+pub fn parse_metrics_text(text: &str) -> Result<Vec<MetricSample>, MetricsTextError> {
+    let mut samples = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fail = |problem: &'static str| MetricsTextError { line: index + 1, problem };
+        let name_end = line
+            .char_indices()
+            .find(|(i, c)| !(c.is_ascii_alphabetic() || *c == '_' || *c == ':' || (*i > 0 && c.is_ascii_digit())))
+            .map_or(line.len(), |(i, _)| i);
+        if name_end == 0 {
+            return Err(fail("expected a metric name"));
+        }
+        let name = line[..name_end].to_string();
+        let mut rest = &line[name_end..];
+        let mut labels = BTreeMap::new();
+        if let Some(after) = rest.strip_prefix('{') {
+            rest = parse_labels(after, &mut labels).map_err(fail)?;
+        }
+        let mut fields = rest.split_whitespace();
+        let value_text = fields.next().ok_or_else(|| fail("expected a value after the name"))?;
+        let value = value_text.parse::<f64>().map_err(|_| fail("value is not a number"))?;
+        if let Some(timestamp) = fields.next() {
+            timestamp.parse::<i64>().map_err(|_| fail("timestamp is not an integer"))?;
+        }
+        if fields.next().is_some() {
+            return Err(fail("unexpected text after the value"));
+        }
+        samples.push(MetricSample { name, labels, value });
+    }
+    Ok(samples)
+}
+
+/// Reads `name="value",…}` and returns what follows the closing brace.
+fn parse_labels<'t>(mut rest: &'t str, labels: &mut BTreeMap<String, String>) -> Result<&'t str, &'static str> {
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix('}') {
+            return Ok(after);
+        }
+        let eq = rest.find('=').ok_or("expected `=` in a label")?;
+        let key = rest[..eq].trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err("invalid label name");
+        }
+        rest = rest[eq + 1..].trim_start().strip_prefix('"').ok_or("label value must be quoted")?;
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let close = loop {
+            match chars.next() {
+                None => return Err("unterminated label value"),
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c @ ('\\' | '"'))) => value.push(c),
+                    _ => return Err("invalid escape in a label value"),
+                },
+                Some((_, c)) => value.push(c),
+            }
+        };
+        labels.insert(key.to_string(), value);
+        rest = rest[close + 1..].trim_start();
+        if let Some(after) = rest.strip_prefix(',') {
+            rest = after;
+        } else if !rest.starts_with('}') {
+            return Err("expected `,` or `}` after a label");
+        }
+    }
+}
+
+/// Running totals of a histogram: sum in seconds and observation count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct HistogramTotals {
+    pub sum_s: f64,
+    pub count: f64,
+}
+
+impl HistogramTotals {
+    /// Takes the value of a `…_sum` or `…_count` sample.
+    fn record(&mut self, name: &str, value: f64) {
+        if name.ends_with("_sum") {
+            self.sum_s = value;
+        } else {
+            self.count = value;
+        }
+    }
+}
+
+/// What one `/metrics` scrape says about searches.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsSnapshot {
+    /// `facematch_stage_duration_seconds` per `stage`.
+    pub stages: BTreeMap<String, HistogramTotals>,
+    /// `facematch_http_request_duration_seconds{route="/v1/search",method="POST"}`: the whole handler, admission
+    /// queue included.
+    pub search_route: HistogramTotals,
+    /// `facematch_errors_total` per `code`.
+    pub errors: BTreeMap<String, f64>,
+    /// `facematch_gallery_templates`.
+    pub gallery_templates: Option<f64>,
+}
+
+impl MetricsSnapshot {
+    pub fn from_samples(samples: &[MetricSample]) -> MetricsSnapshot {
+        let mut snapshot = MetricsSnapshot::default();
+        for sample in samples {
+            let label = |key: &str| sample.labels.get(key).map(String::as_str);
+            match sample.name.as_str() {
+                n @ ("facematch_stage_duration_seconds_sum" | "facematch_stage_duration_seconds_count") => {
+                    if let Some(stage) = label("stage") {
+                        snapshot.stages.entry(stage.to_string()).or_default().record(n, sample.value);
+                    }
+                }
+                n @ ("facematch_http_request_duration_seconds_sum" | "facematch_http_request_duration_seconds_count") => {
+                    if label("route") == Some("/v1/search") && label("method") == Some("POST") {
+                        snapshot.search_route.record(n, sample.value);
+                    }
+                }
+                "facematch_errors_total" => {
+                    if let Some(code) = label("code") {
+                        snapshot.errors.insert(code.to_string(), sample.value);
+                    }
+                }
+                "facematch_gallery_templates" => snapshot.gallery_templates = Some(sample.value),
+                _ => {}
+            }
+        }
+        snapshot
+    }
+
+    /// What happened between `before` and this scrape.
+    pub fn since(&self, before: &MetricsSnapshot) -> ServerLevel {
+        let delta = |now: &HistogramTotals, then: Option<&HistogramTotals>| {
+            let then = then.copied().unwrap_or_default();
+            let count = now.count - then.count;
+            (count > 0.0).then(|| StageMean { count: count as u64, mean_ms: (now.sum_s - then.sum_s) / count * 1000.0 })
+        };
+        let stages = self
+            .stages
+            .iter()
+            .filter_map(|(stage, now)| delta(now, before.stages.get(stage)).map(|m| (stage.clone(), m)))
+            .collect();
+        let errors = self
+            .errors
+            .iter()
+            .map(|(code, now)| (code.clone(), (now - before.errors.get(code).copied().unwrap_or(0.0)) as u64))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        ServerLevel { stages, search_route: delta(&self.search_route, Some(&before.search_route)), errors_by_code: errors }
+    }
+}
+
+/// Mean of one server histogram over a level.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StageMean {
+    pub count: u64,
+    pub mean_ms: f64,
+}
+
+/// The server's view of one level, from the difference of two scrapes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServerLevel {
+    /// Per pipeline stage; only successful searches are observed.
+    pub stages: BTreeMap<String, StageMean>,
+    /// The `POST /v1/search` handler as a whole (every answer, errors included).
+    pub search_route: Option<StageMean>,
+    pub errors_by_code: BTreeMap<String, u64>,
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Load generation
+// -------------------------------------------------------------------------------------------------------------
+
+/// Search mode of the probe requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeMode {
+    Identification,
+    Investigation,
+}
+
+impl ProbeMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeMode::Identification => "identification",
+            ProbeMode::Investigation => "investigation",
+        }
+    }
+}
+
+/// A probe photo held in memory so that disk reads never enter the timed region.
+#[derive(Debug, Clone)]
+pub struct ProbePhoto {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+impl ProbePhoto {
+    pub fn read(path: &Path) -> Result<ProbePhoto, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::ReadPhoto { path: path.to_path_buf(), source })?;
+        let name = path.file_name().map_or_else(|| "photo.jpg".into(), |n| n.to_string_lossy().into_owned());
+        Ok(ProbePhoto { name, bytes })
+    }
+}
+
+/// Files as given, folders walked recursively; each folder's photos sorted so runs are repeatable.
+pub fn collect_probe_photos(paths: &[PathBuf]) -> Result<Vec<ProbePhoto>, LoadError> {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| LoadError::ReadPhoto { path: dir.to_path_buf(), source })?;
+        for entry in entries {
+            let path = entry.map_err(|source| LoadError::ReadPhoto { path: dir.to_path_buf(), source })?.path();
+            if path.is_dir() {
+                walk(&path, found)?;
+            } else if is_photo(&path) {
+                found.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found = Vec::new();
+            walk(path, &mut found)?;
+            found.sort();
+            files.extend(found);
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            return Err(LoadError::MissingPhotoPath { path: path.clone() });
+        }
+    }
+    if files.is_empty() {
+        return Err(LoadError::NoPhotos);
+    }
+    files.iter().map(|p| ProbePhoto::read(p)).collect()
+}
+
+fn is_photo(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+}
+
+/// What to send, how hard and for how long.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    /// Base URL of the server, e.g. `http://127.0.0.1:8080`.
+    pub base_url: String,
+    /// Requests cycle through these.
+    pub photos: Vec<ProbePhoto>,
+    /// One level per entry, run in this order.
+    pub concurrency: Vec<usize>,
+    /// Upper bound of requests per level.
+    pub requests: usize,
+    /// Upper bound of a level's wall time: no request is started after it.
+    pub max_duration: Duration,
+    pub mode: ProbeMode,
+    pub k: Option<usize>,
+    /// Untimed requests sent one at a time before the first level (warms caches and connections).
+    pub warmup: usize,
+    pub request_timeout: Duration,
+}
+
+impl LoadPlan {
+    fn check(&self) -> Result<reqwest::Url, LoadError> {
+        let invalid = |problem: String| LoadError::InvalidPlan { problem };
+        if self.photos.is_empty() {
+            return Err(LoadError::NoPhotos);
+        }
+        if self.concurrency.is_empty() || self.concurrency.iter().any(|c| !(1..=MAX_CONCURRENCY).contains(c)) {
+            return Err(invalid(format!("concurrency levels must be 1..={MAX_CONCURRENCY}, got {:?}", self.concurrency)));
+        }
+        if !(1..=MAX_LEVEL_REQUESTS).contains(&self.requests) {
+            return Err(invalid(format!("requests per level must be 1..={MAX_LEVEL_REQUESTS}, got {}", self.requests)));
+        }
+        let seconds = self.max_duration.as_secs_f64();
+        if !(seconds > 0.0 && seconds <= MAX_LEVEL_SECONDS) {
+            return Err(invalid(format!("duration per level must be in (0, {MAX_LEVEL_SECONDS}] s, got {seconds}")));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(invalid("request timeout must be positive".into()));
+        }
+        loopback_url(&self.base_url)
+    }
+}
+
+/// Parses `url` and refuses anything but a loopback host: this tool must never load someone else's server.
+pub fn loopback_url(url: &str) -> Result<reqwest::Url, LoadError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|source| LoadError::InvalidUrl { url: url.to_string(), source: Box::new(source) })?;
+    if parsed.scheme() != "http" && parsed.scheme() != "https" {
+        return Err(LoadError::InvalidUrl { url: url.to_string(), source: "scheme must be http or https".into() });
+    }
+    let loopback = parsed.host_str().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    if !loopback {
+        return Err(LoadError::NotLoopback { url: url.to_string() });
+    }
+    Ok(parsed)
+}
+
+/// How one request ended.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    /// 2xx; the number of faces in the answer.
+    Answered { faces: usize },
+    /// Non-2xx with the API's error code (`unparsed` when the body was not the error shape).
+    Refused { status: u16, code: String },
+    /// No HTTP answer: `timeout`, `connect`, `body` or `request`.
+    Transport { kind: &'static str },
+}
+
+/// One concurrency level's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct LevelResult {
+    pub concurrency: usize,
+    /// Requests started (each one finished: in-flight requests are awaited).
+    pub sent: usize,
+    pub ok: usize,
+    /// Refused (non-2xx) plus transport failures.
+    pub errors: usize,
+    pub elapsed_s: f64,
+    /// Answers of any status per second.
+    pub throughput_rps: f64,
+    /// Successful searches per second.
+    pub ok_per_second: f64,
+    /// Client-side latency of successful searches (send to last body byte).
+    pub latency_ms: Option<LatencySummary>,
+    /// `request count` or `duration`: which bound ended the level.
+    pub stopped_by: &'static str,
+    /// HTTP status → count, 2xx included.
+    pub status_counts: BTreeMap<u16, usize>,
+    /// API error code → count.
+    pub errors_by_code: BTreeMap<String, usize>,
+    /// Transport failure kind → count.
+    pub transport_errors: BTreeMap<String, usize>,
+    /// (status, code) → count, for the report's error table.
+    #[serde(skip)]
+    pub refusals: BTreeMap<(u16, String), usize>,
+    /// Mean faces per successful answer (1.0 for a single-face probe).
+    pub faces_per_answer: f64,
+    pub server: ServerLevel,
+    #[serde(skip)]
+    pub latencies_ms: Vec<f64>,
+}
+
+/// A whole run: the server's identity and every level.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadOutcome {
+    pub base_url: String,
+    pub mode: ProbeMode,
+    pub model_id: Option<String>,
+    pub gallery_templates: Option<u64>,
+    pub warmup: usize,
+    /// Codes of warm-up requests that were not answered 2xx.
+    pub warmup_errors: Vec<String>,
+    pub photos: Vec<String>,
+    pub levels: Vec<LevelResult>,
+}
+
+/// Runs every level of `plan` against the server on its own async runtime; `progress` counts requests.
+pub fn run_load(plan: &LoadPlan, progress: &ProgressBar) -> Result<LoadOutcome, LoadError> {
+    let base = plan.check()?;
+    // Two worker threads are plenty for a client that mostly waits; more would steal CPU from a local server.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(LoadError::Runtime)?;
+    runtime.block_on(run_load_async(plan, base, progress))
+}
+
+async fn run_load_async(plan: &LoadPlan, base: reqwest::Url, progress: &ProgressBar) -> Result<LoadOutcome, LoadError> {
+    let max_concurrency = plan.concurrency.iter().copied().max().unwrap_or(1);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .timeout(plan.request_timeout)
+        .pool_max_idle_per_host(max_concurrency)
+        .build()
+        .map_err(LoadError::Client)?;
+    let join = |path: &str| {
+        base.join(path).map_err(|source| LoadError::InvalidUrl { url: format!("{base}{path}"), source: Box::new(source) })
+    };
+    let (search_url, metrics_url, ready_url) = (join("v1/search")?, join("metrics")?, join("readyz")?);
+
+    let ready = get_text(&client, &ready_url).await?;
+    let ready: serde_json::Value =
+        serde_json::from_str(&ready).map_err(|source| LoadError::Body { url: ready_url.to_string(), source })?;
+    let model_id = ready["model"].as_str().map(String::from);
+
+    let mut warmup_errors = Vec::new();
+    for i in 0..plan.warmup {
+        let photo = &plan.photos[i % plan.photos.len()];
+        match send_search(&client, &search_url, photo, plan.mode, plan.k).await {
+            Outcome::Answered { .. } => {}
+            Outcome::Refused { status, code } => warmup_errors.push(format!("{status} {code}")),
+            Outcome::Transport { kind } => warmup_errors.push(format!("transport {kind}")),
+        }
+    }
+
+    let mut levels = Vec::with_capacity(plan.concurrency.len());
+    let mut gallery_templates = None;
+    for &concurrency in &plan.concurrency {
+        progress.set_message(format!("concurrency {concurrency}"));
+        let before = scrape(&client, &metrics_url).await?;
+        gallery_templates = gallery_templates.or(before.gallery_templates.map(|g| g as u64));
+        let mut level = run_level(&client, &search_url, plan, concurrency, progress).await?;
+        let after = scrape(&client, &metrics_url).await?;
+        level.server = after.since(&before);
+        levels.push(level);
+    }
+    Ok(LoadOutcome {
+        base_url: plan.base_url.clone(),
+        mode: plan.mode,
+        model_id,
+        gallery_templates,
+        warmup: plan.warmup,
+        warmup_errors,
+        photos: plan.photos.iter().map(|p| p.name.clone()).collect(),
+        levels,
+    })
+}
+
+async fn get_text(client: &reqwest::Client, url: &reqwest::Url) -> Result<String, LoadError> {
+    let response = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|source| LoadError::Request { url: url.to_string(), source })?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(LoadError::Status { url: url.to_string(), status: status.as_u16() });
+    }
+    response.text().await.map_err(|source| LoadError::Request { url: url.to_string(), source })
+}
+
+async fn scrape(client: &reqwest::Client, url: &reqwest::Url) -> Result<MetricsSnapshot, LoadError> {
+    let text = get_text(client, url).await?;
+    let samples = parse_metrics_text(&text).map_err(|source| LoadError::Metrics { url: url.to_string(), source })?;
+    Ok(MetricsSnapshot::from_samples(&samples))
+}
+
+/// C workers share one request counter; each sends its next request when the previous answer arrived.
+async fn run_level(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    plan: &LoadPlan,
+    concurrency: usize,
+    progress: &ProgressBar,
+) -> Result<LevelResult, LoadError> {
+    let issued = Arc::new(AtomicUsize::new(0));
+    let photos: Arc<[ProbePhoto]> = plan.photos.clone().into();
+    let started = Instant::now();
+    let deadline = started + plan.max_duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, url, issued, photos, progress) =
+            (client.clone(), url.clone(), issued.clone(), photos.clone(), progress.clone());
+        let (requests, mode, k) = (plan.requests, plan.mode, plan.k);
+        workers.spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let i = issued.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    break;
+                }
+                let sent = Instant::now();
+                let outcome = send_search(&client, &url, &photos[i % photos.len()], mode, k).await;
+                samples.push((sent.elapsed().as_secs_f64() * 1000.0, outcome));
+                progress.inc(1);
+            }
+            samples
+        });
+    }
+    let mut samples = Vec::new();
+    while let Some(done) = workers.join_next().await {
+        // A worker only panics on a bug of ours; its requests are then simply missing from the counts.
+        if let Ok(mut worker) = done {
+            samples.append(&mut worker);
+        }
+    }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    summarise_level(concurrency, plan.requests, samples, elapsed_s)
+}
+
+fn summarise_level(
+    concurrency: usize,
+    requests: usize,
+    samples: Vec<(f64, Outcome)>,
+    elapsed_s: f64,
+) -> Result<LevelResult, LoadError> {
+    let mut level = LevelResult {
+        concurrency,
+        sent: samples.len(),
+        ok: 0,
+        errors: 0,
+        elapsed_s,
+        throughput_rps: 0.0,
+        ok_per_second: 0.0,
+        latency_ms: None,
+        stopped_by: if samples.len() >= requests { "request count" } else { "duration" },
+        status_counts: BTreeMap::new(),
+        errors_by_code: BTreeMap::new(),
+        transport_errors: BTreeMap::new(),
+        refusals: BTreeMap::new(),
+        faces_per_answer: 0.0,
+        server: ServerLevel::default(),
+        latencies_ms: Vec::new(),
+    };
+    let mut faces = 0;
+    let mut answered = 0;
+    for (ms, outcome) in samples {
+        match outcome {
+            Outcome::Answered { faces: n } => {
+                level.ok += 1;
+                answered += 1;
+                faces += n;
+                *level.status_counts.entry(200).or_default() += 1;
+                level.latencies_ms.push(ms);
+            }
+            Outcome::Refused { status, code } => {
+                level.errors += 1;
+                answered += 1;
+                *level.status_counts.entry(status).or_default() += 1;
+                *level.errors_by_code.entry(code.clone()).or_default() += 1;
+                *level.refusals.entry((status, code)).or_default() += 1;
+            }
+            Outcome::Transport { kind } => {
+                level.errors += 1;
+                *level.transport_errors.entry(kind.to_string()).or_default() += 1;
+            }
+        }
+    }
+    if elapsed_s > 0.0 {
+        level.throughput_rps = answered as f64 / elapsed_s;
+        level.ok_per_second = level.ok as f64 / elapsed_s;
+    }
+    if level.ok > 0 {
+        level.faces_per_answer = faces as f64 / level.ok as f64;
+        level.latency_ms =
+            Some(latency_summary(&level.latencies_ms).map_err(|source| LoadError::Summary { concurrency, source })?);
+    }
+    Ok(level)
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorFields,
+}
+
+#[derive(Deserialize)]
+struct ErrorFields {
+    code: String,
+}
+
+#[derive(Deserialize)]
+struct SearchAnswer {
+    faces: Vec<serde::de::IgnoredAny>,
+}
+
+async fn send_search(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    photo: &ProbePhoto,
+    mode: ProbeMode,
+    k: Option<usize>,
+) -> Outcome {
+    let part = reqwest::multipart::Part::bytes(photo.bytes.clone()).file_name(photo.name.clone());
+    let mut form = reqwest::multipart::Form::new().part("photo", part).text("mode", mode.as_str());
+    if let Some(k) = k {
+        form = form.text("k", k.to_string());
+    }
+    let sent = client
+        .post(url.clone())
+        .header("x-facematch-actor", "facematch-loadgen")
+        .header("x-facematch-role", "benchmark")
+        .header("x-facematch-purpose", "load benchmark")
+        .multipart(form)
+        .send()
+        .await;
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => return Outcome::Transport { kind: transport_kind(&e) },
+    };
+    let status = response.status();
+    let body = match response.bytes().await {
+        Ok(b) => b,
+        Err(e) => return Outcome::Transport { kind: transport_kind(&e) },
+    };
+    if status.is_success() {
+        // An answer that is not the search shape counts as zero faces, which the report shows.
+        let faces = serde_json::from_slice::<SearchAnswer>(&body).map_or(0, |a| a.faces.len());
+        Outcome::Answered { faces }
+    } else {
+        let code = serde_json::from_slice::<ErrorBody>(&body).map_or_else(|_| "unparsed".to_string(), |b| b.error.code);
+        Outcome::Refused { status: status.as_u16(), code }
+    }
+}
+
+fn transport_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
+    }
+}
+
+/// The report of a run: latency/throughput per level, the server's stage means, errors; with `figures_dir`, a
+/// latency histogram per level as SVG and PNG.
+pub fn load_report(outcome: &LoadOutcome, plan: &LoadPlan, models: Vec<ModelFact>, figures_dir: Option<&Path>) -> Result<Report, LoadError> {
+    if let Some(dir) = figures_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| LoadError::Report(ReportError::Io { path: dir.to_path_buf(), source }))?;
+    }
+    let mut report = Report::new(format!("HTTP service: POST /v1/search ({})", outcome.mode.as_str()));
+    report.models = models;
+    report.gallery_sizes = outcome.gallery_templates.map(|g| g as usize).into_iter().collect();
+
+    let mut client = Table::new(
+        "client-side latency of successful searches (ms) and throughput",
+        ["concurrency", "sent", "ok", "errors", "ok req/s", "mean", "p50", "p90", "p99", "max", "stopped by"],
+    );
+    let mut server = Table::new(
+        "server-side means per request (ms, from /metrics)",
+        ["concurrency", "decode", "detect", "align", "embed", "search", "stages sum", "handler", "handler - stages", "client - handler"],
+    );
+    let mut errors = Table::new("errors", ["concurrency", "status", "code", "count"]);
+    let ms = |v: f64| format!("{v:.2}");
+    for level in &outcome.levels {
+        let latency = level.latency_ms;
+        let cell = |f: fn(&LatencySummary) -> f64| latency.map_or_else(|| "-".to_string(), |s| ms(f(&s)));
+        client
+            .push_row([
+                level.concurrency.to_string(),
+                level.sent.to_string(),
+                level.ok.to_string(),
+                level.errors.to_string(),
+                format!("{:.2}", level.ok_per_second),
+                cell(|s| s.mean),
+                cell(|s| s.p50),
+                cell(|s| s.p90),
+                cell(|s| s.p99),
+                cell(|s| s.max),
+                level.stopped_by.to_string(),
+            ])
+            .map_err(LoadError::Report)?;
+
+        let stage = |name: &str| level.server.stages.get(name).map(|m| m.mean_ms);
+        let stages_sum: f64 = SERVER_STAGES.iter().filter_map(|s| stage(s)).sum();
+        let handler = level.server.search_route.map(|m| m.mean_ms);
+        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), ms);
+        let mut row: Vec<String> = SERVER_STAGES.iter().map(|s| opt(stage(s))).collect();
+        row.insert(0, level.concurrency.to_string());
+        row.push(ms(stages_sum));
+        row.push(opt(handler));
+        row.push(opt(handler.map(|h| h - stages_sum)));
+        row.push(opt(handler.zip(latency).map(|(h, l)| l.mean - h)));
+        server.push_row(row).map_err(LoadError::Report)?;
+
+        for ((status, code), count) in &level.refusals {
+            errors
+                .push_row([level.concurrency.to_string(), status.to_string(), code.clone(), count.to_string()])
+                .map_err(LoadError::Report)?;
+        }
+        for (kind, count) in &level.transport_errors {
+            errors
+                .push_row([level.concurrency.to_string(), "-".into(), format!("transport {kind}"), count.to_string()])
+                .map_err(LoadError::Report)?;
+        }
+
+        if let (Some(dir), false) = (figures_dir, level.latencies_ms.is_empty()) {
+            for ext in ["svg", "png"] {
+                let path = dir.join(format!("latency-c{}.{ext}", level.concurrency));
+                let title = format!("POST /v1/search latency, concurrency {}", level.concurrency);
+                report.figures.push(plot_latency_histogram(&title, &level.latencies_ms, &path).map_err(LoadError::Report)?);
+            }
+        }
+    }
+    report.tables.push(client);
+    report.tables.push(server);
+    if !errors.rows.is_empty() {
+        report.tables.push(errors);
+    }
+
+    let photo_bytes: usize = plan.photos.iter().map(|p| p.bytes.len()).sum();
+    report.notes.push(format!(
+        "closed loop against {}: C workers each send the next request when the previous answer arrived; at most {} requests and {:.0} s per level; {} untimed warm-up request(s) first",
+        outcome.base_url,
+        plan.requests,
+        plan.max_duration.as_secs_f64(),
+        plan.warmup
+    ));
+    report.notes.push(format!(
+        "{} probe photo(s) ({} bytes in all): {}",
+        plan.photos.len(),
+        photo_bytes,
+        outcome.photos.join(", ")
+    ));
+    if let Some(model) = &outcome.model_id {
+        report.notes.push(format!("server model (from /readyz): {model}"));
+    }
+    report.notes.push("stage means come from the server's facematch_stage_duration_seconds (successful searches only); handler is the whole POST /v1/search route including multipart parsing, the admission queue and the audit write; client - handler is HTTP transport and client overhead".into());
+    let faces: Vec<String> = outcome.levels.iter().map(|l| format!("{:.2}", l.faces_per_answer)).collect();
+    report.notes.push(format!("faces per successful answer, by level: {}", faces.join(", ")));
+    if !outcome.warmup_errors.is_empty() {
+        report.notes.push(format!("warm-up requests not answered 2xx: {}", outcome.warmup_errors.join("; ")));
+    }
+    report.notes.push("the load generator runs on the same machine as the server and takes some of its CPU".into());
+    Ok(report)
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Gallery seeding
+// -------------------------------------------------------------------------------------------------------------
+
+/// Why seeding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("seed plan: {problem}")]
+    InvalidPlan { problem: String },
+    #[error("seeding the gallery")]
+    Gallery(#[source] GalleryError),
+}
+
+/// How many synthetic templates to add, of which model, spread over how many watchlists.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeedPlan {
+    pub model_id: String,
+    pub dimension: usize,
+    pub templates: usize,
+    pub watchlists: usize,
+    /// Templates per synthetic subject (1: one subject per template, the realistic worst case for the store).
+    pub templates_per_subject: usize,
+    /// Templates per `add_templates` transaction.
+    pub batch: usize,
+    /// Cluster centres of the generator; see `crate::index::bench`.
+    pub clusters: usize,
+    pub seed: u64,
+    pub alert_fpir: f64,
+}
+
+/// What seeding did and how long each part took.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeedSummary {
+    pub templates: usize,
+    pub subjects: usize,
+    pub watchlists: Vec<String>,
+    pub seconds: f64,
+    /// Time in `create_subject` (one durable commit each).
+    pub subject_seconds: f64,
+    /// Time in `add_templates` (one durable commit per batch).
+    pub template_seconds: f64,
+    /// Time generating vectors.
+    pub generate_seconds: f64,
+    pub templates_per_second: f64,
+    pub generation: u64,
+}
+
+/// Name of the i-th synthetic watchlist.
+pub fn synthetic_watchlist(i: usize) -> String {
+    format!("synthetic-{i}")
+}
+
+/// Adds `plan.templates` seeded clustered unit vectors to `store` as synthetic subjects, round-robin over
+/// `plan.watchlists` watchlists (created when missing, reused otherwise, so a second run adds to the first).
+/// `progress` receives the number of templates whose subject exists so far.
+pub fn seed_gallery(store: &dyn GalleryStore, plan: &SeedPlan, progress: &dyn Fn(usize)) -> Result<SeedSummary, SeedError> {
+    let invalid = |problem: &str| SeedError::InvalidPlan { problem: problem.to_string() };
+    if plan.watchlists == 0 || plan.templates_per_subject == 0 || plan.batch == 0 || plan.dimension == 0 {
+        return Err(invalid("watchlists, templates per subject, batch and dimension must be at least 1"));
+    }
+    let started = Instant::now();
+    let mut labels = Vec::with_capacity(plan.watchlists);
+    for i in 0..plan.watchlists {
+        let name = synthetic_watchlist(i);
+        match store.get_watchlist(&name) {
+            Ok(w) => labels.push(w.name),
+            Err(GalleryError::NotFound { .. }) => {
+                let created = store
+                    .create_watchlist(NewWatchlist {
+                        name,
+                        description: "synthetic templates for benchmarks (facematch bench seed)".into(),
+                        alert_fpir: plan.alert_fpir,
+                    })
+                    .map_err(SeedError::Gallery)?;
+                labels.push(created.name);
+            }
+            Err(e) => return Err(SeedError::Gallery(e)),
+        }
+    }
+    let spec = ClusterSpec { dim: plan.dimension, clusters: plan.clusters.max(1), spread: 1.0, seed: plan.seed };
+    let (mut subject_seconds, mut template_seconds, mut generate_seconds) = (0.0, 0.0, 0.0);
+    let mut subjects = 0;
+    let mut current: Option<(usize, i64)> = None;
+    for (batch_index, start) in (0..plan.templates).step_by(plan.batch).enumerate() {
+        let end = (start + plan.batch).min(plan.templates);
+        let t = Instant::now();
+        let vectors = clustered_unit_vectors(&spec, end - start, batch_index as u64);
+        generate_seconds += t.elapsed().as_secs_f64();
+        let mut batch = Vec::with_capacity(end - start);
+        for (j, embedding) in (start..end).zip(vectors.chunks_exact(plan.dimension)) {
+            let subject = j / plan.templates_per_subject;
+            let subject_id = match current {
+                Some((index, id)) if index == subject => id,
+                _ => {
+                    let t = Instant::now();
+                    let created = store
+                        .create_subject(NewSubject {
+                            watchlist: labels[subject % labels.len()].clone(),
+                            external_ref: None,
+                            display_name: format!("synthetic {}/{subject}", plan.seed),
+                            metadata: serde_json::json!({ "synthetic": true, "seed": plan.seed }),
+                        })
+                        .map_err(SeedError::Gallery)?;
+                    subject_seconds += t.elapsed().as_secs_f64();
+                    subjects += 1;
+                    current = Some((subject, created.id));
+                    if subjects % 256 == 0 {
+                        progress(j);
+                    }
+                    created.id
+                }
+            };
+            batch.push(NewTemplate {
+                subject_id,
+                model_id: plan.model_id.clone(),
+                embedding: embedding.to_vec(),
+                quality: serde_json::json!({ "synthetic": true }),
+                photo_sha256: hex::encode(Sha256::digest(format!("synthetic:{}:{j}", plan.seed).as_bytes())),
+                thumbnail_jpeg: None,
+                enrolled_by: "facematch bench seed".into(),
+            });
+        }
+        let t = Instant::now();
+        store.add_templates(batch).map_err(SeedError::Gallery)?;
+        template_seconds += t.elapsed().as_secs_f64();
+        progress(end);
+    }
+    let generation = store.generation().map_err(SeedError::Gallery)?;
+    store
+        .append_audit(AuditEntry {
+            actor: "facematch".into(),
+            role: "system".into(),
+            action: "seed_synthetic".into(),
+            purpose: Some("benchmark gallery".into()),
+            target: None,
+            details: serde_json::json!({
+                "templates": plan.templates, "subjects": subjects, "watchlists": plan.watchlists,
+                "seed": plan.seed, "model_id": plan.model_id,
+            }),
+        })
+        .map_err(SeedError::Gallery)?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(SeedSummary {
+        templates: plan.templates,
+        subjects,
+        watchlists: labels,
+        seconds,
+        subject_seconds,
+        template_seconds,
+        generate_seconds,
+        templates_per_second: if seconds > 0.0 { plan.templates as f64 / seconds } else { 0.0 },
+        generation,
+    })
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Pipeline alone
+// -------------------------------------------------------------------------------------------------------------
+
+/// Throughput of the face pipeline alone: N threads analysing the same photo back to back.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughputResult {
+    pub threads: usize,
+    pub photos: usize,
+    /// Wall time from the common start of the threads to the end of the last analysis.
+    pub seconds: f64,
+    pub photos_per_second: f64,
+    pub faces_per_photo: f64,
+    pub latency_ms: LatencySummary,
+}
+
+/// Why the pipeline-alone measurement failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ThroughputError {
+    #[error("analysing the photo")]
+    Pipeline(#[source] PipelineError),
+    #[error("latency summary")]
+    Summary(#[source] MetricError),
+}
+
+/// One thread's timed work.
+struct ThreadRun {
+    latencies_ms: Vec<f64>,
+    faces: usize,
+    ended: Instant,
+}
+
+/// Runs `threads` threads that each analyse `photo` (decode → detect → align → embed, the options the search
+/// route uses) until `duration` has passed, after `warmup` untimed analyses per thread. Each thread does at least
+/// one timed analysis.
+pub fn measure_pipeline_throughput(
+    pipeline: &FacePipeline,
+    photo: &[u8],
+    threads: usize,
+    duration: Duration,
+    warmup: usize,
+) -> Result<ThroughputResult, ThroughputError> {
+    let options = AnalyzeOptions { min_face_px: None, max_faces: Some(64) };
+    let threads = threads.max(1);
+    let barrier = std::sync::Barrier::new(threads + 1);
+    let (started, runs) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let barrier = &barrier;
+                scope.spawn(move || -> Result<ThreadRun, PipelineError> {
+                    let warmed = (0..warmup).try_for_each(|_| pipeline.analyze_bytes(photo, options).map(drop));
+                    // Every thread starts timing together, so the wall time covers N busy threads; a thread whose
+                    // warm-up failed still meets the others at the barrier and then reports its error.
+                    barrier.wait();
+                    warmed?;
+                    let deadline = Instant::now() + duration;
+                    let (mut latencies_ms, mut faces) = (Vec::new(), 0);
+                    loop {
+                        let t = Instant::now();
+                        faces += pipeline.analyze_bytes(photo, options)?.faces.len();
+                        latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                    }
+                    Ok(ThreadRun { latencies_ms, faces, ended: Instant::now() })
+                })
+            })
+            .collect();
+        barrier.wait();
+        let started = Instant::now();
+        let runs: Vec<Result<ThreadRun, PipelineError>> =
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect();
+        (started, runs)
+    });
+    let (mut latencies, mut faces, mut ended) = (Vec::new(), 0, started);
+    for run in runs {
+        let mut run = run.map_err(ThroughputError::Pipeline)?;
+        latencies.append(&mut run.latencies_ms);
+        faces += run.faces;
+        ended = ended.max(run.ended);
+    }
+    let seconds = (ended - started).as_secs_f64();
+    let photos = latencies.len();
+    let latency_ms = latency_summary(&latencies).map_err(ThroughputError::Summary)?;
+    Ok(ThroughputResult {
+        threads,
+        photos,
+        seconds,
+        photos_per_second: photos as f64 / seconds,
+        faces_per_photo: faces as f64 / photos as f64,
+        latency_ms,
+    })
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Command line
+// -------------------------------------------------------------------------------------------------------------
+
+/// `facematch bench http`.
+#[derive(Debug, clap::Args)]
+pub struct HttpBenchArgs {
+    /// Base URL of a running server on this machine (loopback only), e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub url: String,
+    /// Probe photos: files, or folders searched recursively (sorted); requests cycle through them.
+    #[arg(long, required = true, num_args = 1..)]
+    pub photos: Vec<PathBuf>,
+    /// Concurrency levels, run in order (closed loop: this many requests outstanding).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub concurrency: Vec<usize>,
+    /// Most requests per level.
+    #[arg(long, default_value_t = 200)]
+    pub requests: usize,
+    /// Most seconds per level: no request starts after it.
+    #[arg(long, default_value_t = 60.0)]
+    pub duration_s: f64,
+    #[arg(long, value_enum, default_value_t = ProbeMode::Identification)]
+    pub mode: ProbeMode,
+    /// Candidates per face in investigation mode (server default when absent).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Untimed requests before the first level.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Per-request timeout in seconds (a timed-out request counts as a transport error).
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout_s: f64,
+    /// Write the report (JSON, Markdown, HTML), the per-level figures (levels.json) and latency histograms here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `facematch bench seed`.
+#[derive(Debug, clap::Args)]
+pub struct SeedArgs {
+    /// Data directory whose store receives the templates (the server must be stopped).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value_t = 10_000)]
+    pub templates: usize,
+    /// Watchlists `synthetic-0…` the subjects are spread over, round-robin.
+    #[arg(long, default_value_t = 1)]
+    pub watchlists: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Templates per synthetic subject (1 is realistic; each subject costs one durable commit).
+    #[arg(long, default_value_t = 1)]
+    pub templates_per_subject: usize,
+    /// Templates per durable batch.
+    #[arg(long, default_value_t = 10_000)]
+    pub batch: usize,
+    /// Cluster centres of the vector generator.
+    #[arg(long, default_value_t = 1024)]
+    pub clusters: usize,
+}
+
+/// `facematch bench pipeline-throughput`.
+#[derive(Debug, clap::Args)]
+pub struct PipelineThroughputArgs {
+    /// The photo every thread analyses.
+    #[arg(long)]
+    pub photo: PathBuf,
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Untimed analyses per thread first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+}
+
+fn progress_bar(len: u64, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {unit}, {{per_sec}}, eta {{eta}} {{msg}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Model facts of `id` when its manifest is in this machine's models folder.
+fn model_facts(config: &Config, id: Option<&str>) -> Vec<ModelFact> {
+    let Some(id) = id else { return Vec::new() };
+    let Ok(dir) = config.models.resolve_dir() else { return Vec::new() };
+    [config.models.detector.as_str(), id]
+        .iter()
+        .filter_map(|m| ModelManifest::load(&dir, m).ok())
+        .map(|m| ModelFact { id: m.id, sha256: m.sha256 })
+        .collect()
+}
+
+pub fn run_http_bench_cli(config: &Config, args: &HttpBenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.duration_s.is_finite() && args.duration_s > 0.0 && args.timeout_s.is_finite() && args.timeout_s > 0.0,
+        "bench http: --duration-s and --timeout-s must be positive"
+    );
+    let plan = LoadPlan {
+        base_url: args.url.clone(),
+        photos: collect_probe_photos(&args.photos)?,
+        concurrency: args.concurrency.clone(),
+        requests: args.requests,
+        max_duration: Duration::from_secs_f64(args.duration_s.min(MAX_LEVEL_SECONDS)),
+        mode: args.mode,
+        k: args.k,
+        warmup: args.warmup,
+        request_timeout: Duration::from_secs_f64(args.timeout_s),
+    };
+    let bar = progress_bar((plan.requests * plan.concurrency.len()) as u64, "requests");
+    let outcome = run_load(&plan, &bar);
+    bar.finish_and_clear();
+    let outcome = outcome.context("bench http")?;
+    let report = load_report(&outcome, &plan, model_facts(config, outcome.model_id.as_deref()), args.out.as_deref())
+        .context("bench http")?;
+    print!("{}", report.render_terminal());
+    if let Some(dir) = &args.out {
+        report.write_files(dir, "http-bench").context("bench http: writing the report")?;
+        let levels = serde_json::to_string_pretty(&serde_json::json!({ "outcome": outcome, "report": report }))
+            .context("bench http: serialising the levels")?;
+        let path = dir.join("levels.json");
+        std::fs::write(&path, levels + "\n").with_context(|| format!("bench http: writing {}", path.display()))?;
+        println!("\nreport written to {}", dir.display());
+    }
+    let failed = outcome.levels.iter().all(|l| l.ok == 0);
+    Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+pub fn run_seed_cli(config: &Config, args: &SeedArgs) -> anyhow::Result<ExitCode> {
+    let dir = config.models.resolve_dir()?;
+    let manifest = ModelManifest::load(&dir, &config.models.recognizer)?;
+    let dimension = manifest
+        .recognizer
+        .as_ref()
+        .map(|r| r.dimension)
+        .with_context(|| format!("bench seed: {} is not a recognizer", manifest.id))?;
+    let plan = SeedPlan {
+        model_id: manifest.id.clone(),
+        dimension,
+        templates: args.templates,
+        watchlists: args.watchlists,
+        templates_per_subject: args.templates_per_subject,
+        batch: args.batch,
+        clusters: args.clusters,
+        seed: args.seed,
+        alert_fpir: config.gallery.default_alert_fpir,
+    };
+    let store = SqliteStore::open(&args.data_dir).with_context(|| format!("bench seed: store in {}", args.data_dir.display()))?;
+    let bar = progress_bar(args.templates as u64, "templates");
+    let summary = seed_gallery(&store, &plan, &|done| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    let summary = summary.context("bench seed")?;
+    eprintln!(
+        "seeded {} templates ({} subjects) of {} in {:.1} s ({:.0} templates/s; subjects {:.1} s, templates {:.1} s)",
+        summary.templates,
+        summary.subjects,
+        plan.model_id,
+        summary.seconds,
+        summary.templates_per_second,
+        summary.subject_seconds,
+        summary.template_seconds
+    );
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "plan": plan, "summary": summary }))?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_pipeline_throughput_cli(config: &Config, args: &PipelineThroughputArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= MAX_LEVEL_SECONDS,
+        "bench pipeline-throughput: --seconds must be in (0, {MAX_LEVEL_SECONDS}]"
+    );
+    let photo = std::fs::read(&args.photo).with_context(|| format!("photo {}: cannot be read", args.photo.display()))?;
+    // The server's settings: sessions per model from `runtime.sessions` (default: cores), one intra-op thread.
+    let pipeline = FacePipeline::load(config).context("bench pipeline-throughput: loading the face pipeline")?;
+    let result = measure_pipeline_throughput(&pipeline, &photo, args.threads, Duration::from_secs_f64(args.seconds), args.warmup)
+        .with_context(|| format!("bench pipeline-throughput: photo {}", args.photo.display()))?;
+    eprintln!(
+        "pipeline alone: {:.2} photos/s on {} thread(s) ({} photos, p50 {:.2} ms, {:.2} faces per photo)",
+        result.photos_per_second, result.threads, result.photos, result.latency_ms.p50, result.faces_per_photo
+    );
+    let runtime = &config.runtime;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "photo": args.photo, "sessions": runtime.sessions, "intra_threads": runtime.intra_threads, "result": result,
+        }))?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the server's own registry renders, so the parser is tested against the real format.
+    fn server_text(stage_ms: &[(&'static str, f64)], searches: &[f64], errors: &[&'static str]) -> String {
+        let metrics = crate::http::metrics::Metrics::default();
+        for (stage, ms) in stage_ms {
+            metrics.observe_stage(stage, ms / 1000.0);
+        }
+        for s in searches {
+            metrics.observe_request("/v1/search", "POST", *s);
+        }
+        metrics.observe_request("/v1/subjects", "GET", 0.5);
+        for code in errors {
+            metrics.count_error(code);
+        }
+        metrics.render(&[("facematch_gallery_templates", "Live templates.", 1234.0)])
+    }
+
+    #[test]
+    fn parses_the_servers_own_exposition() {
+        let text = server_text(&[("detect", 10.0), ("detect", 20.0), ("embed", 4.0)], &[0.03], &["overloaded"]);
+        let samples = parse_metrics_text(&text).unwrap();
+        let detect_count = samples
+            .iter()
+            .find(|s| s.name == "facematch_stage_duration_seconds_count" && s.labels.get("stage").map(String::as_str) == Some("detect"))
+            .expect("detect count present");
+        assert_eq!(detect_count.value, 2.0);
+        let inf = samples
+            .iter()
+            .find(|s| s.name.ends_with("_bucket") && s.labels.get("le").map(String::as_str) == Some("+Inf"))
+            .expect("an +Inf bucket");
+        assert!(inf.value >= 1.0);
+        let snapshot = MetricsSnapshot::from_samples(&samples);
+        assert_eq!(snapshot.gallery_templates, Some(1234.0));
+        assert_eq!(snapshot.errors.get("overloaded"), Some(&1.0));
+        assert_eq!(snapshot.search_route.count, 1.0);
+        assert!((snapshot.stages["detect"].sum_s - 0.030).abs() < 1e-6, "{:?}", snapshot.stages);
+    }
+
+    #[test]
+    fn difference_of_two_scrapes_gives_per_level_means() {
+        let metrics = crate::http::metrics::Metrics::default();
+        metrics.observe_stage("detect", 0.100);
+        metrics.observe_request("/v1/search", "POST", 0.2);
+        let before = MetricsSnapshot::from_samples(&parse_metrics_text(&metrics.render(&[])).unwrap());
+        metrics.observe_stage("detect", 0.010);
+        metrics.observe_stage("detect", 0.020);
+        metrics.observe_stage("search", 0.001);
+        metrics.observe_request("/v1/search", "POST", 0.040);
+        metrics.observe_request("/v1/search", "POST", 0.060);
+        metrics.count_error("no_face_detected");
+        let after = MetricsSnapshot::from_samples(&parse_metrics_text(&metrics.render(&[])).unwrap());
+        let level = after.since(&before);
+        let detect = level.stages["detect"];
+        assert_eq!(detect.count, 2);
+        assert!((detect.mean_ms - 15.0).abs() < 1e-6, "{detect:?}");
+        assert_eq!(level.stages["search"].count, 1);
+        let route = level.search_route.expect("search route observed");
+        assert_eq!(route.count, 2);
+        assert!((route.mean_ms - 50.0).abs() < 1e-6, "{route:?}");
+        assert_eq!(level.errors_by_code.get("no_face_detected"), Some(&1));
+        // Nothing happened between two identical scrapes.
+        let idle = after.since(&after);
+        assert!(idle.stages.is_empty() && idle.search_route.is_none() && idle.errors_by_code.is_empty());
+    }
+
+    #[test]
+    fn label_escapes_timestamps_and_special_values() {
+        let text = "# HELP x y\n\nm{a=\"q\\\"uo\\\\te\\nnl\",b=\"2\",} 3.5 1700000000000\nm2 NaN\nm3{} -Inf\n";
+        let samples = parse_metrics_text(text).unwrap();
+        assert_eq!(samples.len(), 3);
+        assert_eq!(samples[0].labels["a"], "q\"uo\\te\nnl");
+        assert_eq!(samples[0].labels["b"], "2");
+        assert_eq!(samples[0].value, 3.5);
+        assert!(samples[1].value.is_nan());
+        assert_eq!(samples[2].value, f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn malformed_lines_name_their_line() {
+        for (text, line) in [
+            ("ok 1\n{a=\"b\"} 2\n", 2),
+            ("m{a=\"b} 1\n", 1),
+            ("m{a=b} 1\n", 1),
+            ("a 1\nb 2\nm 1 2 3\n", 3),
+            ("m abc\n", 1),
+            ("m{a=\"x\"\n", 1),
+            ("m\n", 1),
+        ] {
+            let err = parse_metrics_text(text).expect_err(text);
+            assert_eq!(err.line, line, "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_loopback_servers_are_loaded() {
+        for ok in ["http://127.0.0.1:8080", "http://localhost:1/", "http://[::1]:9000", "http://127.1.2.3"] {
+            assert!(loopback_url(ok).is_ok(), "{ok}");
+        }
+        for refused in ["http://10.0.0.1:8080", "http://example.org", "http://0.0.0.0:80", "http://[::]:1"] {
+            assert!(matches!(loopback_url(refused), Err(LoadError::NotLoopback { .. })), "{refused}");
+        }
+        assert!(matches!(loopback_url("ftp://127.0.0.1"), Err(LoadError::InvalidUrl { .. })));
+        assert!(matches!(loopback_url("not a url"), Err(LoadError::InvalidUrl { .. })));
+    }
+
+    #[test]
+    fn level_summary_counts_statuses_codes_and_bound() {
+        let samples = vec![
+            (10.0, Outcome::Answered { faces: 1 }),
+            (30.0, Outcome::Answered { faces: 1 }),
+            (5.0, Outcome::Refused { status: 503, code: "overloaded".into() }),
+            (7.0, Outcome::Refused { status: 422, code: "no_face_detected".into() }),
+            (30000.0, Outcome::Transport { kind: "timeout" }),
+        ];
+        let level = summarise_level(4, 5, samples, 2.0).unwrap();
+        assert_eq!((level.sent, level.ok, level.errors), (5, 2, 3));
+        assert_eq!(level.status_counts[&200], 2);
+        assert_eq!(level.status_counts[&503], 1);
+        assert_eq!(level.errors_by_code["no_face_detected"], 1);
+        assert_eq!(level.transport_errors["timeout"], 1);
+        assert_eq!(level.stopped_by, "request count");
+        assert!((level.ok_per_second - 1.0).abs() < 1e-9);
+        assert!((level.throughput_rps - 2.0).abs() < 1e-9);
+        let latency = level.latency_ms.expect("two successes");
+        assert_eq!((latency.count, latency.max), (2, 30.0));
+        let short = summarise_level(1, 10, vec![(1.0, Outcome::Answered { faces: 0 })], 1.0).unwrap();
+        assert_eq!(short.stopped_by, "duration");
+        assert_eq!(short.faces_per_answer, 0.0);
+    }
+
+    #[test]
+    fn seeding_adds_unit_templates_across_watchlists() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let plan = SeedPlan {
+            model_id: "face-reid-retail-0095".into(),
+            dimension: 16,
+            templates: 25,
+            watchlists: 3,
+            templates_per_subject: 2,
+            batch: 10,
+            clusters: 4,
+            seed: 9,
+            alert_fpir: 0.003,
+        };
+        let seen = std::sync::Mutex::new(Vec::new());
+        let summary = seed_gallery(&store, &plan, &|n| seen.lock().unwrap().push(n)).unwrap();
+        assert_eq!((summary.templates, summary.subjects), (25, 13));
+        assert_eq!(seen.lock().unwrap().last(), Some(&25));
+        assert_eq!(store.count_templates("face-reid-retail-0095").unwrap(), 25);
+        let mut norms = Vec::new();
+        store
+            .for_each_template("face-reid-retail-0095", &mut |_, _, v| {
+                norms.push(v.iter().map(|x| x * x).sum::<f32>().sqrt())
+            })
+            .unwrap();
+        assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-4), "{norms:?}");
+        let stats = store.stats().unwrap();
+        let per_list: Vec<(String, usize)> = stats.watchlists.iter().map(|w| (w.watchlist.clone(), w.subjects)).collect();
+        assert_eq!(per_list.len(), 3);
+        assert_eq!(per_list.iter().map(|(_, n)| n).sum::<usize>(), 13);
+        assert!(per_list.iter().all(|(_, n)| *n >= 4), "{per_list:?}");
+        // A second run reuses the watchlists and adds to the store.
+        let again = seed_gallery(&store, &SeedPlan { templates: 5, ..plan.clone() }, &|_| {}).unwrap();
+        assert_eq!(again.watchlists.len(), 3);
+        assert_eq!(store.count_templates("face-reid-retail-0095").unwrap(), 30);
+        assert!(seed_gallery(&store, &SeedPlan { batch: 0, ..plan }, &|_| {}).is_err());
+    }
+}

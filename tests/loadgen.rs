@@ -1,0 +1,93 @@
+//! The load generator against a real in-process server: a seeded synthetic gallery, the real models and a real
+//! photo. Its counts must agree with what it sent and with what the server's `/metrics` saw.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use facematch::gallery::SqliteStore;
+use facematch::http::ServerConfig;
+use facematch::loadgen::{load_report, run_load, seed_gallery, LoadPlan, ProbeMode, ProbePhoto, SeedPlan};
+use indicatif::ProgressBar;
+
+const MODEL: &str = "face-reid-retail-0095";
+
+#[test]
+fn load_generator_counts_agree_with_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let plan = SeedPlan {
+            model_id: MODEL.into(),
+            dimension: 256,
+            templates: 300,
+            watchlists: 2,
+            templates_per_subject: 1,
+            batch: 128,
+            clusters: 16,
+            seed: 3,
+            alert_fpir: 0.003,
+        };
+        let summary = seed_gallery(&store, &plan, &|_| {}).unwrap();
+        assert_eq!((summary.templates, summary.subjects), (300, 300));
+    }
+    let test_server = TestServer::start(dir.path(), ServerConfig::default());
+
+    // A portrait with exactly one face (the pipeline tests rely on the same photo).
+    let photo = ProbePhoto::read(&common::deepface().join("id01").join("img11.jpg")).unwrap();
+    let plan = LoadPlan {
+        base_url: test_server.base.clone(),
+        photos: vec![photo],
+        concurrency: vec![2],
+        requests: 10,
+        max_duration: Duration::from_secs(600),
+        mode: ProbeMode::Investigation,
+        k: Some(5),
+        warmup: 1,
+        request_timeout: Duration::from_secs(120),
+    };
+    let outcome = run_load(&plan, &ProgressBar::hidden()).unwrap();
+    assert_eq!(outcome.model_id.as_deref(), Some(MODEL));
+    assert_eq!(outcome.gallery_templates, Some(300));
+    assert!(outcome.warmup_errors.is_empty(), "{:?}", outcome.warmup_errors);
+    let level = &outcome.levels[0];
+    assert_eq!((level.sent, level.ok, level.errors), (10, 10, 0), "{level:?}");
+    assert_eq!(level.status_counts.get(&200), Some(&10));
+    assert_eq!(level.stopped_by, "request count");
+    assert_eq!(level.faces_per_answer, 1.0);
+    let latency = level.latency_ms.expect("ten successes");
+    assert_eq!(latency.count, 10);
+    assert!(latency.p50 <= latency.max && latency.p50 > 0.0, "{latency:?}");
+    // The server saw exactly the timed requests, each through every stage.
+    assert_eq!(level.server.search_route.map(|r| r.count), Some(10));
+    for stage in facematch::loadgen::SERVER_STAGES {
+        let mean = level.server.stages.get(stage).unwrap_or_else(|| panic!("stage {stage} missing: {:?}", level.server));
+        assert_eq!(mean.count, 10, "{stage}");
+        assert!(mean.mean_ms > 0.0, "{stage}");
+    }
+    // Seen from the client, a request cannot be faster than the server's handler for it.
+    assert!(latency.mean >= level.server.search_route.map_or(0.0, |r| r.mean_ms));
+
+    let figures = dir.path().join("report");
+    let report = load_report(&outcome, &plan, Vec::new(), Some(&figures)).unwrap();
+    assert_eq!(report.gallery_sizes, vec![300]);
+    assert_eq!(report.figures.len(), 2);
+    assert!(report.figures.iter().all(|f| f.path.is_file()));
+    assert!(report.render_markdown().contains("| 2 | 10 | 10 | 0 |"), "{}", report.render_markdown());
+
+    // Refusals are counted by status and by the code of the JSON error body, as the server counts them.
+    let not_a_photo = ProbePhoto { name: "notes.jpg".into(), bytes: b"this is not a photo".to_vec() };
+    let refused = LoadPlan { photos: vec![not_a_photo], concurrency: vec![1], requests: 3, warmup: 0, ..plan };
+    let outcome = run_load(&refused, &ProgressBar::hidden()).unwrap();
+    let level = &outcome.levels[0];
+    assert_eq!((level.sent, level.ok, level.errors), (3, 0, 3), "{level:?}");
+    assert!(level.latency_ms.is_none());
+    assert_eq!(level.errors_by_code.values().sum::<usize>(), 3);
+    assert!(!level.errors_by_code.contains_key("unparsed"), "{:?}", level.errors_by_code);
+    assert!(level.status_counts.keys().all(|s| (400..500).contains(s)), "{:?}", level.status_counts);
+    let client: Vec<(String, u64)> = level.errors_by_code.iter().map(|(c, n)| (c.clone(), *n as u64)).collect();
+    let server: Vec<(String, u64)> = level.server.errors_by_code.iter().map(|(c, n)| (c.clone(), *n)).collect();
+    assert_eq!(client, server);
+    test_server.stop();
+}
