@@ -157,21 +157,30 @@ impl Recognizer {
                     expected_height: h,
                 });
             }
+            if plane == 0 {
+                continue;
+            }
             let raw = face.image.as_raw();
             for view in 0..per_face {
                 let base = (i * per_face + view) * 3 * plane;
-                for y in 0..hu {
-                    for x in 0..wu {
-                        let sx = if view == 1 { wu - 1 - x } else { x };
-                        let p = &raw[(y * wu + sx) * 3..(y * wu + sx) * 3 + 3];
-                        let o = y * wu + x;
-                        for c in 0..3 {
-                            // Tensor channel k holds RGB channel c per the manifest's colour order.
-                            let k = match input.colour {
-                                ColourOrder::Rgb => c,
-                                ColourOrder::Bgr => 2 - c,
-                            };
-                            buf[base + k * plane + o] = (p[c] as f32 - input.mean[k]) * scale[k];
+                for c in 0..3 {
+                    // Tensor channel k holds RGB channel c per the manifest's colour order; one plane at a time,
+                    // so the inner loop is a plain strided read and a contiguous write.
+                    let k = match input.colour {
+                        ColourOrder::Rgb => c,
+                        ColourOrder::Bgr => 2 - c,
+                    };
+                    let (mean, gain) = (input.mean[k], scale[k]);
+                    let out = &mut buf[base + k * plane..base + (k + 1) * plane];
+                    for (row_out, row_in) in out.chunks_exact_mut(wu).zip(raw.chunks_exact(wu * 3)) {
+                        if view == 1 {
+                            for (o, px) in row_out.iter_mut().zip(row_in.chunks_exact(3).rev()) {
+                                *o = (px[c] as f32 - mean) * gain;
+                            }
+                        } else {
+                            for (o, px) in row_out.iter_mut().zip(row_in.chunks_exact(3)) {
+                                *o = (px[c] as f32 - mean) * gain;
+                            }
                         }
                     }
                 }

@@ -232,10 +232,10 @@ impl MetricsSnapshot {
                         snapshot.stages.entry(stage.to_string()).or_default().record(n, sample.value);
                     }
                 }
-                n @ ("facematch_http_request_duration_seconds_sum" | "facematch_http_request_duration_seconds_count") => {
-                    if label("route") == Some("/v1/search") && label("method") == Some("POST") {
-                        snapshot.search_route.record(n, sample.value);
-                    }
+                n @ ("facematch_http_request_duration_seconds_sum" | "facematch_http_request_duration_seconds_count")
+                    if label("route") == Some("/v1/search") && label("method") == Some("POST") =>
+                {
+                    snapshot.search_route.record(n, sample.value);
                 }
                 "facematch_errors_total" => {
                     if let Some(code) = label("code") {

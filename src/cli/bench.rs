@@ -22,6 +22,50 @@ use crate::pipeline::{AnalyzeOptions, FacePipeline};
 pub enum BenchCommand {
     /// Per-stage latency of the face pipeline on real photos, at one thread.
     Pipeline(PipelineBenchArgs),
+    /// Pipeline throughput with several threads on one photo (the "pipeline alone" baseline of `bench http`).
+    PipelineThroughput(crate::loadgen::PipelineThroughputArgs),
+    /// Load generator against a running server: throughput, latency percentiles, errors, per-stage latency.
+    Http(crate::loadgen::HttpBenchArgs),
+    /// Fill a data directory with synthetic templates (gallery-size benchmarks).
+    Seed(crate::loadgen::SeedArgs),
+    /// ANN index: recall@k against exact search, queries/s per ef, build time, memory, load time.
+    Index(IndexBenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IndexBenchArgs {
+    /// Vectors in the index.
+    #[arg(long, default_value_t = 100_000)]
+    pub n: usize,
+    /// Vector dimension (256: face-reid-retail-0095, 128: dlib).
+    #[arg(long, default_value_t = 256)]
+    pub dim: usize,
+    #[arg(long, default_value_t = 1_000)]
+    pub queries: usize,
+    /// Search efforts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64,128")]
+    pub ef: Vec<usize>,
+    /// Where the vectors (for scripts/ann_side_by_side.py) and the report go.
+    #[arg(long, default_value = "reports/index")]
+    pub out: PathBuf,
+    /// Also measure hnsw_rs on the same vectors.
+    #[arg(long)]
+    pub compare_hnsw_rs: bool,
+}
+
+fn bench_index(args: &IndexBenchArgs) -> anyhow::Result<ExitCode> {
+    let cfg = crate::index::bench::IndexBenchConfig {
+        n: args.n,
+        dim: args.dim,
+        queries: args.queries,
+        ef: args.ef.clone(),
+        out_dir: args.out.clone(),
+        compare_hnsw_rs: args.compare_hnsw_rs,
+        ..Default::default()
+    };
+    let report = crate::index::bench::run_index_bench(&cfg)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,6 +97,10 @@ pub struct PipelineBenchArgs {
 pub fn run(config: &Config, command: &BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Pipeline(args) => bench_pipeline(config, args),
+        BenchCommand::PipelineThroughput(args) => crate::loadgen::run_pipeline_throughput_cli(config, args),
+        BenchCommand::Http(args) => crate::loadgen::run_http_bench_cli(config, args),
+        BenchCommand::Seed(args) => crate::loadgen::run_seed_cli(config, args),
+        BenchCommand::Index(args) => bench_index(args),
     }
 }
 

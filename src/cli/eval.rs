@@ -1053,18 +1053,16 @@ fn identify(config: &Config, args: &IdentifyArgs) -> anyhow::Result<ExitCode> {
         let found = search_probes(&extended, &set, &templates, &probes, size_keep, &pool);
         size_rows.push((label, extra.len(), found));
     }
-    let mut size_table = Table::new(
-        "Effect of gallery size (distractors added to the base gallery)",
-        [
-            "distractors",
-            "added",
-            "gallery size",
-            "rank-1",
-            "rank-10",
-            "FNIR at FPIR 1e-2, top1",
-            &format!("FNIR at FPIR 1e-2, {statistic}"),
-        ],
-    );
+    let mut size_header: Vec<String> =
+        ["distractors", "added", "gallery size", "rank-1", "rank-10", "FNIR at FPIR 1e-2, top1"]
+            .map(String::from)
+            .into();
+    // A second FNIR column only when the decision statistic is not top1 itself.
+    let second_column = statistic != DecisionStatistic::Top1;
+    if second_column {
+        size_header.push(format!("FNIR at FPIR 1e-2, {statistic}"));
+    }
+    let mut size_table = Table::new("Effect of gallery size (distractors added to the base gallery)", size_header);
     let mut size_summaries = Vec::new();
     let mut cmc_series = Vec::new();
     let mut det_series = Vec::new();
@@ -1082,15 +1080,18 @@ fn identify(config: &Config, args: &IdentifyArgs) -> anyhow::Result<ExitCode> {
         let rates = rank_rates(&stat_outcomes, &[1, 5, 10, 50])?;
         let fnir_top1 = fnir_at_fpir(&top1_outcomes, 1e-2)?;
         let fnir_stat = fnir_at_fpir(&stat_outcomes, 1e-2)?;
-        size_table.push_row([
+        let mut row = vec![
             label.clone(),
             added.to_string(),
             size.to_string(),
             format_rate(rates[0].1),
             format_rate(rates[2].1),
             fnir_cell(Some(&fnir_top1)),
-            fnir_cell(Some(&fnir_stat)),
-        ])?;
+        ];
+        if second_column {
+            row.push(fnir_cell(Some(&fnir_stat)));
+        }
+        size_table.push_row(row)?;
         cmc_series.push(CmcSeries { label: format!("gallery {size}: {label}"), points: cmc_curve(&stat_outcomes, CMC_MAX_RANK)? });
         if let Ok(points) = det_curve(&stat_outcomes) {
             det_series.push(DetSeries { label: format!("{statistic}, gallery {size}: {label}"), points });
