@@ -15,7 +15,10 @@ use facematch::decode::{decode_photo, DecodeLimits, Photo};
 use facematch::pipeline::{AnalyzeOptions, FacePipeline};
 
 /// (label, path relative to `faces/`) of the photos every stage is measured on.
-const PHOTOS: [(&str, &str); 2] = [("lfw-250px", "lfw-dev/Aaron_Eckhart/Aaron_Eckhart_0001.jpg"), ("deepface-2500px", "deepface/id01/img4.jpg")];
+const PHOTOS: [(&str, &str); 2] = [
+    ("lfw-250px", "lfw-dev/Aaron_Eckhart/Aaron_Eckhart_0001.jpg"),
+    ("deepface-2500px", "deepface/id01/img4.jpg"),
+];
 const DETECTORS: [&str; 2] = ["yunet-2023mar", "yunet-s-dynamic"];
 const RECOGNIZERS: [&str; 2] = ["face-reid-retail-0095", "dlib-resnet-v1"];
 
@@ -45,7 +48,8 @@ fn pipeline(detector: &str, recognizer: &str) -> FacePipeline {
     config.models.recognizer = recognizer.to_string();
     config.runtime.intra_threads = 1;
     config.runtime.sessions = 1;
-    FacePipeline::load(&config).unwrap_or_else(|e| panic!("pipeline {detector} + {recognizer} (run scripts/setup.sh): {e}"))
+    FacePipeline::load(&config)
+        .unwrap_or_else(|e| panic!("pipeline {detector} + {recognizer} (run scripts/setup.sh): {e}"))
 }
 
 fn configure<'c>(c: &'c mut Criterion, name: &str) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
@@ -107,7 +111,8 @@ fn stages(c: &mut Criterion) {
         let mut whole = configure(c, &format!("pipeline/{recognizer}"));
         for (label, bytes) in &photos {
             whole.bench_with_input(BenchmarkId::from_parameter(label), bytes, |b, bytes| {
-                b.iter(|| pipeline.analyze_bytes(bytes, AnalyzeOptions { min_face_px: None, max_faces: Some(1) }).expect("pipeline runs"))
+                let one_face = AnalyzeOptions { min_face_px: None, max_faces: Some(1) };
+                b.iter(|| pipeline.analyze_bytes(bytes, one_face).expect("pipeline runs"))
             });
         }
         whole.finish();

@@ -105,12 +105,14 @@ from pathlib import Path
 out, detector, rounds, repeat, lfw_limit = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 python_detector, rust_detector_file = sys.argv[6], sys.argv[7]
 stages = ["decode", "detect", "align", "embed", "total"]
-summary = {"detector": detector, "python_detector_file": python_detector, "rounds": rounds, "repeat_per_round": int(repeat), "sets": {}}
+summary = {"detector": detector, "python_detector_file": python_detector, "rounds": rounds,
+           "repeat_per_round": int(repeat), "sets": {}}
 lines = [f"detector {detector}; {rounds} rounds x {repeat} pass(es); per stage: median over rounds of each run's "
          "median wall ms; processor time: median over rounds of (user + system ms of the timed passes) / photos; "
          "ratio = Rust / Python", ""]
 if python_detector != rust_detector_file:
-    lines.insert(1, f"NOT the same work: the reference ran detector file {python_detector}, Rust ran {rust_detector_file}")
+    lines.insert(1, f"NOT the same work: the reference ran detector file {python_detector}, "
+                    f"Rust ran {rust_detector_file}")
 lines.append("| set | recognizer | side | " + " | ".join(stages) + " | processor time per photo |")
 lines.append("|---|---|---|" + "---|" * (len(stages) + 1))
 for set_name in ["lfw", "deepface-large"]:
@@ -130,7 +132,8 @@ for set_name in ["lfw", "deepface-large"]:
         for side in ["python", "rust"]:
             cells = " | ".join(f"{medians[side][s]:.2f}" for s in stages + ["cpu"])
             lines.append(f"| {set_name} ({medians[side + '_photos']} photos) | {recognizer} | {side} | {cells} |")
-        lines.append(f"| | {recognizer} | **Rust/Python** | " + " | ".join(f"**{ratio[s]:.2f}**" for s in stages + ["cpu"]) + " |")
+        cells = " | ".join(f"**{ratio[s]:.2f}**" for s in stages + ["cpu"])
+        lines.append(f"| | {recognizer} | **Rust/Python** | {cells} |")
 summary["python"] = platform.python_version()
 (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -198,7 +198,8 @@ mod tests {
     #[test]
     fn fixed_point_blend_matches_float_bilinear_to_one_level() {
         // Weights on the 1/2048 grid, so the only difference from float arithmetic is the final rounding.
-        for (p, wx, wy) in [([0u32, 255, 255, 0], 1024u32, 1024u32), ([10, 200, 37, 90], 7, 2040), ([255; 4], 2047, 2047)] {
+        let cases = [([0u32, 255, 255, 0], 1024u32, 1024u32), ([10, 200, 37, 90], 7, 2040), ([255; 4], 2047, 2047)];
+        for (p, wx, wy) in cases {
             let (fx, fy) = (wx as f32 / 2048.0, wy as f32 / 2048.0);
             let top = p[0] as f32 + (p[1] as f32 - p[0] as f32) * fx;
             let bottom = p[2] as f32 + (p[3] as f32 - p[2] as f32) * fx;
@@ -217,7 +218,11 @@ mod tests {
         let inv = t.inverse().unwrap();
         let sample = |x: f32, y: f32, c: usize| -> f32 {
             let at = |xi: i64, yi: i64| {
-                if xi < 0 || yi < 0 || xi >= 64 || yi >= 48 { 0.0 } else { img.get_pixel(xi as u32, yi as u32).0[c] as f32 }
+                if xi < 0 || yi < 0 || xi >= 64 || yi >= 48 {
+                    0.0
+                } else {
+                    img.get_pixel(xi as u32, yi as u32).0[c] as f32
+                }
             };
             let (x0, y0) = (x.floor(), y.floor());
             let (fx, fy) = (x - x0, y - y0);

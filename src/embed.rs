@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::align::AlignedFace;
 use crate::detect::DetectorLoadError;
-use crate::manifest::{ColourOrder, ManifestError, ModelManifest, ModelTask, RecognizerSpec};
+use crate::manifest::{ColourOrder, InputSpec, ManifestError, ModelManifest, ModelTask, RecognizerSpec};
 use crate::runtime::{Runtime, SessionPool};
 
 /// A face template's vector: unit length, made by one model. Vectors of different models never compare.
@@ -139,60 +139,113 @@ impl Recognizer {
 
     /// NCHW batch in the model's colour order and normalisation; mirror images follow their crop when flipping.
     fn input_tensor(&self, faces: &[&AlignedFace]) -> Result<Array4<f32>, EmbedError> {
-        let input = &self.manifest.input;
-        let [w, h] = self.manifest.alignment.as_ref().map(|a| a.size).unwrap_or([0, 0]);
-        let per_face = if self.spec.flip_augmentation { 2 } else { 1 };
-        let (wu, hu) = (w as usize, h as usize);
-        let mut tensor = Array4::<f32>::zeros((faces.len() * per_face, 3, hu, wu));
-        let plane = wu * hu;
-        let buf = tensor.as_slice_mut().expect("fresh array is contiguous");
-        let scale = input.std.map(|s| 1.0 / s);
-        for (i, face) in faces.iter().enumerate() {
-            if face.image.dimensions() != (w, h) {
-                return Err(EmbedError::WrongCropSize {
-                    id: self.manifest.id.clone(),
-                    width: face.image.width(),
-                    height: face.image.height(),
-                    expected_width: w,
-                    expected_height: h,
-                });
-            }
-            if plane == 0 {
-                continue;
-            }
-            let raw = face.image.as_raw();
-            for view in 0..per_face {
-                let base = (i * per_face + view) * 3 * plane;
-                for c in 0..3 {
-                    // Tensor channel k holds RGB channel c per the manifest's colour order; one plane at a time,
-                    // so the inner loop is a plain strided read and a contiguous write.
-                    let k = match input.colour {
-                        ColourOrder::Rgb => c,
-                        ColourOrder::Bgr => 2 - c,
-                    };
-                    let (mean, gain) = (input.mean[k], scale[k]);
-                    let out = &mut buf[base + k * plane..base + (k + 1) * plane];
-                    for (row_out, row_in) in out.chunks_exact_mut(wu).zip(raw.chunks_exact(wu * 3)) {
-                        if view == 1 {
-                            for (o, px) in row_out.iter_mut().zip(row_in.chunks_exact(3).rev()) {
-                                *o = (px[c] as f32 - mean) * gain;
-                            }
-                        } else {
-                            for (o, px) in row_out.iter_mut().zip(row_in.chunks_exact(3)) {
-                                *o = (px[c] as f32 - mean) * gain;
-                            }
+        let size = self.manifest.alignment.as_ref().map(|a| a.size).unwrap_or([0, 0]);
+        let wrong_size = |CropOfAnotherSize { width, height }| EmbedError::WrongCropSize {
+            id: self.manifest.id.clone(),
+            width,
+            height,
+            expected_width: size[0],
+            expected_height: size[1],
+        };
+        crop_tensor(faces, size, &self.manifest.input, self.spec.flip_augmentation).map_err(wrong_size)
+    }
+}
+
+/// The size of the first crop that does not have the model's input size.
+struct CropOfAnotherSize {
+    width: u32,
+    height: u32,
+}
+
+/// NCHW batch of `size` crops in `input`'s colour order and normalisation, each followed by its mirror image when
+/// `flip`.
+fn crop_tensor(
+    faces: &[&AlignedFace],
+    size: [u32; 2],
+    input: &InputSpec,
+    flip: bool,
+) -> Result<Array4<f32>, CropOfAnotherSize> {
+    let [w, h] = size;
+    let per_face = if flip { 2 } else { 1 };
+    let (wu, hu) = (w as usize, h as usize);
+    let mut tensor = Array4::<f32>::zeros((faces.len() * per_face, 3, hu, wu));
+    let plane = wu * hu;
+    let buf = tensor.as_slice_mut().expect("fresh array is contiguous");
+    let scale = input.std.map(|s| 1.0 / s);
+    for (i, face) in faces.iter().enumerate() {
+        if face.image.dimensions() != (w, h) {
+            return Err(CropOfAnotherSize { width: face.image.width(), height: face.image.height() });
+        }
+        if plane == 0 {
+            continue;
+        }
+        let raw = face.image.as_raw();
+        for view in 0..per_face {
+            let base = (i * per_face + view) * 3 * plane;
+            for c in 0..3 {
+                // Tensor channel k holds RGB channel c per the manifest's colour order; one plane at a time,
+                // so the inner loop is a plain strided read and a contiguous write.
+                let k = match input.colour {
+                    ColourOrder::Rgb => c,
+                    ColourOrder::Bgr => 2 - c,
+                };
+                let (mean, gain) = (input.mean[k], scale[k]);
+                let out = &mut buf[base + k * plane..base + (k + 1) * plane];
+                for (row_out, row_in) in out.chunks_exact_mut(wu).zip(raw.chunks_exact(wu * 3)) {
+                    if view == 1 {
+                        for (o, px) in row_out.iter_mut().zip(row_in.chunks_exact(3).rev()) {
+                            *o = (px[c] as f32 - mean) * gain;
+                        }
+                    } else {
+                        for (o, px) in row_out.iter_mut().zip(row_in.chunks_exact(3)) {
+                            *o = (px[c] as f32 - mean) * gain;
                         }
                     }
                 }
             }
         }
-        Ok(tensor)
     }
+    Ok(tensor)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn face(width: u32, height: u32) -> AlignedFace {
+        let image = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x * 20) as u8, (y * 30) as u8, 200]));
+        AlignedFace { image, transform: crate::align::Similarity { a: 1.0, b: 0.0, tx: 0.0, ty: 0.0 } }
+    }
+
+    #[test]
+    fn crop_tensor_is_nchw_in_the_models_colour_order_with_mirrors_after_their_crop() {
+        let spec = InputSpec {
+            name: "input".into(),
+            shape: [-1, 3, 3, 4],
+            colour: ColourOrder::Bgr,
+            mean: [10.0, 20.0, 30.0],
+            std: [2.0, 4.0, 8.0],
+        };
+        let (a, b) = (face(4, 3), face(4, 3));
+        let t = crop_tensor(&[&a, &b], [4, 3], &spec, true).ok().unwrap();
+        assert_eq!(t.shape(), &[4, 3, 3, 4]);
+        for (x, y, px) in a.image.enumerate_pixels() {
+            let (x, y) = (x as usize, y as usize);
+            for c in 0..3 {
+                // BGR: RGB channel c sits in plane 2 - c, normalised with that plane's mean and std.
+                let k = 2 - c;
+                let expected = (px.0[c] as f32 - spec.mean[k]) / spec.std[k];
+                assert_eq!(t[[0, k, y, x]], expected, "crop ({x}, {y}) channel {c}");
+                assert_eq!(t[[1, k, y, 3 - x]], expected, "mirror of ({x}, {y}) channel {c}");
+                assert_eq!(t[[2, k, y, x]], expected, "second crop ({x}, {y}) channel {c}");
+            }
+        }
+        let plain = crop_tensor(&[&a], [4, 3], &spec, false).ok().unwrap();
+        assert_eq!(plain.shape(), &[1, 3, 3, 4]);
+        let wrong = face(5, 3);
+        let refused = crop_tensor(&[&a, &wrong], [4, 3], &spec, false);
+        assert!(matches!(refused, Err(CropOfAnotherSize { width: 5, height: 3 })));
+    }
 
     #[test]
     fn normalise_makes_unit_vectors_and_refuses_zero() {

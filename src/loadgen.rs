@@ -1014,6 +1014,9 @@ pub struct ThroughputResult {
     pub photos_per_second: f64,
     pub faces_per_photo: f64,
     pub latency_ms: LatencySummary,
+    /// User + system processor time of the process over the timed region, per photo: unlike wall time it does not
+    /// grow when other processes hold the cores. `None` where `/proc/self/stat` is unavailable.
+    pub cpu_ms_per_photo: Option<f64>,
 }
 
 /// Why the pipeline-alone measurement failed.
@@ -1045,7 +1048,7 @@ pub fn measure_pipeline_throughput(
     let options = AnalyzeOptions { min_face_px: None, max_faces: Some(64) };
     let threads = threads.max(1);
     let barrier = std::sync::Barrier::new(threads + 1);
-    let (started, runs) = std::thread::scope(|scope| {
+    let (started, cpu_seconds, runs) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let barrier = &barrier;
@@ -1071,9 +1074,10 @@ pub fn measure_pipeline_throughput(
             .collect();
         barrier.wait();
         let started = Instant::now();
+        let cpu_start = process_cpu_seconds();
         let runs: Vec<Result<ThreadRun, PipelineError>> =
             handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect();
-        (started, runs)
+        (started, cpu_start.zip(process_cpu_seconds()).map(|(a, b)| b - a), runs)
     });
     let (mut latencies, mut faces, mut ended) = (Vec::new(), 0, started);
     for run in runs {
@@ -1092,7 +1096,25 @@ pub fn measure_pipeline_throughput(
         photos_per_second: photos as f64 / seconds,
         faces_per_photo: faces as f64 / photos as f64,
         latency_ms,
+        cpu_ms_per_photo: cpu_seconds.map(|s| s * 1000.0 / photos as f64),
     })
+}
+
+/// User + system processor time of this process in seconds, from `/proc/self/stat` (`None` where it cannot be
+/// read). Linux counts these fields in USER_HZ ticks, fixed at 100 per second for user space.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_ticks(&stat).map(|ticks| ticks as f64 / 100.0)
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, counted after the command name's last `)`
+/// because the name itself may hold spaces and parentheses.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 // -------------------------------------------------------------------------------------------------------------
@@ -1420,6 +1442,15 @@ mod tests {
         let short = summarise_level(1, 10, vec![(1.0, Outcome::Answered { faces: 0 })], 1.0).unwrap();
         assert_eq!(short.stopped_by, "duration");
         assert_eq!(short.faces_per_answer, 0.0);
+    }
+
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name() {
+        let own = std::fs::read_to_string("/proc/self/stat").expect("linux /proc");
+        assert!(cpu_ticks(&own).is_some(), "{own}");
+        let odd = "42 (a) b) (c) R 1 2 3 4 5 6 7 8 9 10 1234 56 0 0 20 0 1 0";
+        assert_eq!(cpu_ticks(odd), Some(1290));
+        assert_eq!(cpu_ticks("42 (x) R 1 2"), None);
     }
 
     #[test]

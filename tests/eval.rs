@@ -115,7 +115,10 @@ fn verify_and_identify(recognizer: &str, min_accuracy: f64, min_rank1: f64) {
     ]);
     assert!(ok, "eval identify failed:\n{stderr}");
     let (report, summary) = outputs(&out, &format!("identify-deepface-{recognizer}"));
-    let identities = common::deepface_photos().iter().map(|p| p.split('/').next().unwrap().to_owned()).collect::<std::collections::BTreeSet<_>>();
+    let identities = common::deepface_photos()
+        .iter()
+        .map(|p| p.split('/').next().unwrap().to_owned())
+        .collect::<std::collections::BTreeSet<_>>();
     assert_eq!(summary["gallery_size"].as_u64().unwrap() as usize, identities.len());
     assert_eq!(
         summary["mated_searches"].as_u64().unwrap() as usize,
@@ -129,7 +132,8 @@ fn verify_and_identify(recognizer: &str, min_accuracy: f64, min_rank1: f64) {
     assert!(rank_rates.windows(2).all(|w| w[0][1].as_f64() <= w[1][1].as_f64()), "CMC never falls");
     assert_eq!(summary["fnir_at_fpir"][0]["status"], "not_measurable");
     assert_eq!(summary["statistic"], serde_json::json!({"statistic": "margin", "cohort": 5}));
-    let sizes: Vec<u64> = summary["gallery_sizes"].as_array().unwrap().iter().map(|g| g["gallery_size"].as_u64().unwrap()).collect();
+    let sizes: Vec<u64> =
+        summary["gallery_sizes"].as_array().unwrap().iter().map(|g| g["gallery_size"].as_u64().unwrap()).collect();
     let base = identities.len() as u64;
     assert_eq!(sizes, vec![base, 2 * base, 11 * base]);
     assert!(table_names(&report).iter().any(|n| n.starts_with("Decision statistics tried")));
@@ -196,8 +200,7 @@ fn generated_pairs_and_a_bad_pair_list() {
 
     let bad = dir.path().join("pairs.txt");
     std::fs::write(&bad, "id01 1 2\n").unwrap();
-    let (ok, _, stderr) =
-        facematch(&["eval", "verify", deepface.to_str().unwrap(), "--pairs", bad.to_str().unwrap()]);
+    let (ok, _, stderr) = facematch(&["eval", "verify", deepface.to_str().unwrap(), "--pairs", bad.to_str().unwrap()]);
     assert!(!ok);
     assert!(stderr.contains("is not in the photo folder"), "{stderr}");
 }

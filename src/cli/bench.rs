@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::eval::metrics::{latency_summary, LatencySummary};
 use crate::eval::report::{ModelFact, Report, Table};
+use crate::loadgen::process_cpu_seconds;
 use crate::pipeline::{AnalyzeOptions, FacePipeline};
 
 #[derive(Debug, clap::Subcommand)]
@@ -181,7 +182,8 @@ fn bench_pipeline(config: &Config, args: &PipelineBenchArgs) -> anyhow::Result<E
     let mut result = summarise(&pipeline, &photos, args.repeat, photos_with_face, faces, stages);
     result.cpu_ms_per_photo = cpu_ms_per_photo;
     if let Some(cpu) = cpu_ms_per_photo {
-        result.report.notes.push(format!("processor time {cpu:.3} ms per photo (user + system, 10 ms resolution over the run)"));
+        let note = format!("processor time {cpu:.3} ms per photo (user + system, 10 ms resolution over the run)");
+        result.report.notes.push(note);
     }
     if let Some(max) = args.max_faces {
         result.report.notes.push(format!("at most {max} face(s) per photo aligned and embedded, best score first"));
@@ -250,7 +252,11 @@ fn summarise(
         "{} photos x {repeat} passes; {photos_with_face} with a face, {faces} faces in the last pass",
         photos.len()
     ));
-    report.notes.push("decode includes reading the file; align and embed are over photos with a face and cover every face found; total is the wall time of the whole photo".into());
+    report.notes.push(
+        "decode includes reading the file; align and embed are over photos with a face and cover every face found; \
+         total is the wall time of the whole photo"
+            .into(),
+    );
     report.notes.push("one session per model, intra_threads = 1".into());
     PipelineBenchResult {
         detector: detector.id.clone(),
@@ -266,23 +272,6 @@ fn summarise(
         stages,
         report,
     }
-}
-
-/// User + system processor time of this process in seconds, from `/proc/self/stat` (`None` where it cannot be
-/// read). The fields count USER_HZ ticks, which Linux fixes at 100 per second for user space on every architecture.
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    parse_cpu_ticks(&stat).map(|ticks| ticks as f64 / 100.0)
-}
-
-/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line; the command name before them may hold spaces
-/// and parentheses, so fields are counted after its last `)`.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
 }
 
 /// Files as given, folders walked recursively; each folder's photos sorted so repeated runs see the same order
@@ -325,17 +314,6 @@ fn is_photo(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_ticks_are_read_after_the_command_name() {
-        let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 500 0 0 0 123 45 0 0 20 0 1 0 100 0 0";
-        assert_eq!(parse_cpu_ticks(line), Some(168));
-        assert_eq!(parse_cpu_ticks("4242 (truncated"), None);
-        // This process has run code by now, so its own figure must be readable on Linux.
-        if cfg!(target_os = "linux") {
-            assert!(process_cpu_seconds().is_some());
-        }
-    }
 
     #[test]
     fn folders_are_walked_sorted_and_only_photos_kept() {

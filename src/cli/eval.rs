@@ -205,13 +205,8 @@ fn model_setup(config: &Config) -> anyhow::Result<ModelSetup> {
         .with_context(|| format!("model {}: not a recognizer", recognizer.id))?;
     // Everything that changes a template: both manifests (hashes, template, normalisation), the detection and
     // decoding settings, and the pipeline's own source code, so a changed alignment never reuses stale templates.
-    let key_material = serde_json::to_string(&(
-        &recognizer,
-        &detector,
-        &config.detection,
-        &config.limits,
-        PIPELINE_SOURCES,
-    ))?;
+    let key_material =
+        serde_json::to_string(&(&recognizer, &detector, &config.detection, &config.limits, PIPELINE_SOURCES))?;
     let cache_key = hex::encode(&Sha256::digest(key_material.as_bytes())[..6]);
     Ok(ModelSetup {
         recognizer: ModelFact { id: recognizer.id.clone(), sha256: recognizer.sha256.clone() },
@@ -323,10 +318,7 @@ fn analyse_photo(pipeline: &FacePipeline, path: &Path, sha: &str) -> anyhow::Res
             })
         }
     };
-    let subject = analysis
-        .faces
-        .iter()
-        .max_by(|a, b| a.detection.bbox.area().total_cmp(&b.detection.bbox.area()));
+    let subject = analysis.faces.iter().max_by(|a, b| a.detection.bbox.area().total_cmp(&b.detection.bbox.area()));
     Ok(PhotoTemplate {
         photo_sha256: sha.to_owned(),
         faces: analysis.faces.len(),
@@ -453,16 +445,10 @@ fn verify(config: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         ("non-mated pairs", nonmated.len().to_string()),
         ("failures to acquire (photos without a face)", failures_to_acquire.to_string()),
         ("pairs scored -1 for a failure to acquire", pairs_with_fta.to_string()),
-        (
-            "accuracy, 10-fold cross-validated threshold",
-            format!("{:.4} ± {:.4}", accuracy.mean, accuracy.std),
-        ),
+        ("accuracy, 10-fold cross-validated threshold", format!("{:.4} ± {:.4}", accuracy.mean, accuracy.std)),
         ("AUC", format!("{area:.5}")),
         ("EER", format_rate(eer)),
-        (
-            "folds",
-            if list.folds.is_some() { "the pair list's own".into() } else { format!("seeded ({})", args.seed) },
-        ),
+        ("folds", if list.folds.is_some() { "the pair list's own".into() } else { format!("seeded ({})", args.seed) }),
     ] {
         summary_table.push_row([key.to_owned(), value])?;
     }
@@ -564,16 +550,24 @@ fn verification_thresholds(percentiles: &[(String, Vec<(f64, f32)>)], manifest: 
 enum Attempt {
     Statistic(DecisionStatistic),
     /// [`symmetric_margin`] with the top candidate's `cohort` nearest gallery neighbours.
-    SymmetricMargin { cohort: usize },
+    SymmetricMargin {
+        cohort: usize,
+    },
     /// Margin divided by the probe's detector score: low-confidence detections (poor photos) get their evidence
     /// scaled up rather than being judged on the same scale as clean ones.
-    QualityWeightedMargin { cohort: usize },
+    QualityWeightedMargin {
+        cohort: usize,
+    },
     /// A statistic on centred templates (gallery mean subtracted, see [`centre`]); ranks
     /// still come from the raw similarity.
     Centred(DecisionStatistic),
-    CentredSymmetricMargin { cohort: usize },
+    CentredSymmetricMargin {
+        cohort: usize,
+    },
     /// (top-1 − mean of the next `cohort`) / their standard deviation.
-    RunnerUpZ { cohort: usize },
+    RunnerUpZ {
+        cohort: usize,
+    },
     /// T-norm of the top-1 score against all the probe's other gallery scores.
     TNorm,
     /// Z-norm of the top-1 score against the top candidate's scores with the rest of the gallery.
@@ -581,7 +575,9 @@ enum Attempt {
     /// S-norm with both full cohorts.
     SNorm,
     /// S-norm with the top-`cohort` scores of both sides.
-    AdaptiveSNorm { cohort: usize },
+    AdaptiveSNorm {
+        cohort: usize,
+    },
 }
 
 /// What the attempts read besides a probe's raw search.
@@ -742,7 +738,9 @@ fn fnir_points(outcomes: &[SearchOutcome]) -> anyhow::Result<Vec<Measurement<Ide
 
 fn fnir_cell(point: Option<&Measurement<IdentOperatingPoint>>) -> String {
     match point {
-        Some(Measurement::Measured(p)) => format!("{} (t = {:.4}, {} FP)", format_rate(p.fnir), p.threshold, p.false_positives),
+        Some(Measurement::Measured(p)) => {
+            format!("{} (t = {:.4}, {} FP)", format_rate(p.fnir), p.threshold, p.false_positives)
+        }
         Some(Measurement::NotMeasurable(s)) => {
             format!("not measurable: {} non-mated searches, needs {}", s.available, s.required)
         }
@@ -942,8 +940,17 @@ fn identify(config: &Config, args: &IdentifyArgs) -> anyhow::Result<ExitCode> {
 
     let run = base_run(&set, &templates, &protocol, statistic, setup.dimension, &pool)
         .with_context(|| format!("eval identify {dataset}"))?;
-    let BaseRun { gallery, failures_to_enrol, probes, fta_mated, fta_nonmated, searches, primary, top1, attempts: tried } =
-        run;
+    let BaseRun {
+        gallery,
+        failures_to_enrol,
+        probes,
+        fta_mated,
+        fta_nonmated,
+        searches,
+        primary,
+        top1,
+        attempts: tried,
+    } = run;
     let base_size = gallery.templates.len();
     let ranks = rank_rates(&primary, &REPORTED_RANKS)?;
     let primary_points = fnir_points(&primary)?;
@@ -1092,7 +1099,10 @@ fn identify(config: &Config, args: &IdentifyArgs) -> anyhow::Result<ExitCode> {
             row.push(fnir_cell(Some(&fnir_stat)));
         }
         size_table.push_row(row)?;
-        cmc_series.push(CmcSeries { label: format!("gallery {size}: {label}"), points: cmc_curve(&stat_outcomes, CMC_MAX_RANK)? });
+        cmc_series.push(CmcSeries {
+            label: format!("gallery {size}: {label}"),
+            points: cmc_curve(&stat_outcomes, CMC_MAX_RANK)?,
+        });
         if let Ok(points) = det_curve(&stat_outcomes) {
             det_series.push(DetSeries { label: format!("{statistic}, gallery {size}: {label}"), points });
         }
@@ -1357,15 +1367,18 @@ fn split_study(
             rank1[part] = rank_rates(&run.top1, &[1])?.first().map_or(0.0, |r| r.1);
             for (slot, (_, points)) in across.iter_mut().zip(&run.attempts) {
                 let fnir = measured_fnir(points.first());
-                if part == 0 { slot.tuning.push(fnir) } else { slot.test.push(fnir) }
+                if part == 0 {
+                    slot.tuning.push(fnir)
+                } else {
+                    slot.test.push(fnir)
+                }
             }
         }
         let latest = |a: &AttemptAcrossSplits| (a.statistic.clone(), a.tuning.last().copied().flatten());
         let deployable: Vec<_> = across.iter().filter(|a| a.deployable).map(latest).collect();
         let any: Vec<_> = across.iter().map(latest).collect();
-        let test_of = |label: &str| {
-            across.iter().find(|a| a.statistic == label).and_then(|a| a.test.last().copied().flatten())
-        };
+        let test_of =
+            |label: &str| across.iter().find(|a| a.statistic == label).and_then(|a| a.test.last().copied().flatten());
         let (deployable_pick, any_pick) = (pick(&deployable).cloned(), pick(&any).cloned());
         picks.push(SplitPick {
             split_seed: seed,
@@ -1392,7 +1405,16 @@ fn split_study(
     let top1_test_mean = mean_of(&across[0].test);
     let mut table = Table::new(
         "FNIR at FPIR 1e-2 over the splits (mean of the halves; ranks and rank-1 are the same for every statistic)",
-        ["statistic", "deployable", "tuning mean", "test mean", "test min", "test max", "test vs top1", "test wins vs top1"],
+        [
+            "statistic",
+            "deployable",
+            "tuning mean",
+            "test mean",
+            "test min",
+            "test max",
+            "test vs top1",
+            "test wins vs top1",
+        ],
     );
     for attempt in &across {
         let test: Vec<f64> = attempt.test.iter().flatten().copied().collect();
@@ -1457,7 +1479,12 @@ fn split_study(
         ),
         format!("{} / {}", rate_cell(column_mean(&|p| p.top1_tuning)), rate_cell(column_mean(&|p| p.top1_test))),
         "-".into(),
-        format!("{} / {}{}", rate_cell(column_mean(&|p| p.deployable_tuning)), rate_cell(deployable_test), relative(deployable_test)),
+        format!(
+            "{} / {}{}",
+            rate_cell(column_mean(&|p| p.deployable_tuning)),
+            rate_cell(deployable_test),
+            relative(deployable_test)
+        ),
         "-".into(),
         format!("{} / {}{}", rate_cell(column_mean(&|p| p.any_tuning)), rate_cell(any_test), relative(any_test)),
     ])?;

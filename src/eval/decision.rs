@@ -234,20 +234,11 @@ mod tests {
         assert_eq!(margin10.candidates_needed(), 11);
         assert_eq!(margin10.to_string(), "margin(10)");
         assert_eq!(DecisionStatistic::from_manifest("top1", 0).unwrap(), DecisionStatistic::Top1);
-        assert_eq!(
-            DecisionStatistic::from_manifest("margin", 0),
-            Err(DecisionError::EmptyMarginCohort)
-        );
-        assert!(matches!(
-            DecisionStatistic::from_manifest("snorm", 3),
-            Err(DecisionError::UnknownStatistic { .. })
-        ));
+        assert_eq!(DecisionStatistic::from_manifest("margin", 0), Err(DecisionError::EmptyMarginCohort));
+        assert!(matches!(DecisionStatistic::from_manifest("snorm", 3), Err(DecisionError::UnknownStatistic { .. })));
         let scores = [0.8, 0.4, 0.2];
         assert_eq!(DecisionStatistic::Top1.decide(&scores), top1(&scores));
-        assert_eq!(
-            DecisionStatistic::Margin { cohort: 2 }.decide(&scores),
-            margin(&scores, 2)
-        );
+        assert_eq!(DecisionStatistic::Margin { cohort: 2 }.decide(&scores), margin(&scores, 2));
     }
 
     #[test]

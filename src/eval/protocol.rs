@@ -144,9 +144,7 @@ impl PhotoSet {
     /// Index of the photo at `<identity>/<file>`.
     pub fn find(&self, relative_path: &str) -> Option<usize> {
         let (identity, file) = relative_path.split_once('/')?;
-        self.photos
-            .binary_search_by(|p| (p.identity.as_str(), p.file.as_str()).cmp(&(identity, file)))
-            .ok()
+        self.photos.binary_search_by(|p| (p.identity.as_str(), p.file.as_str()).cmp(&(identity, file))).ok()
     }
 }
 
@@ -156,8 +154,7 @@ fn visible_name(path: &Path) -> Option<String> {
 }
 
 fn is_photo(file: &str) -> bool {
-    file.rsplit_once('.')
-        .is_some_and(|(_, ext)| PHOTO_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)))
+    file.rsplit_once('.').is_some_and(|(_, ext)| PHOTO_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,21 +193,15 @@ pub struct PairList {
 
 /// Reads a pair list, detecting its format: a first line with commas is CSV, anything else LFW `pairs.txt`.
 pub fn read_pairs(path: &Path, set: &PhotoSet) -> Result<PairList, ProtocolError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ProtocolError::ReadPairs {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ProtocolError::ReadPairs { path: path.to_path_buf(), source })?;
     parse_pairs(&text, path, set)
 }
 
 /// Parses a pair list (see [`read_pairs`]); `path` only labels errors.
 pub fn parse_pairs(text: &str, path: &Path, set: &PhotoSet) -> Result<PairList, ProtocolError> {
-    let lines: Vec<(usize, &str)> = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim()))
-        .filter(|(_, l)| !l.is_empty())
-        .collect();
+    let lines: Vec<(usize, &str)> =
+        text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).collect();
     let list = match lines.first() {
         Some((_, first)) if first.contains(',') => parse_csv_pairs(&lines, path, set)?,
         _ => parse_lfw_pairs(&lines, path, set)?,
@@ -266,9 +257,7 @@ fn parse_lfw_pairs(lines: &[(usize, &str)], path: &Path, set: &PhotoSet) -> Resu
                 let b = lookup(set, &lfw_photo(name2, number(line, n2)?), path, line)?;
                 pairs.push(PhotoPair { a, b, mated: false });
             }
-            _ => {
-                return Err(bad(line, format!("expected 3 or 4 whitespace-separated fields, found {}", fields.len())))
-            }
+            _ => return Err(bad(line, format!("expected 3 or 4 whitespace-separated fields, found {}", fields.len()))),
         }
     }
     // The header's folds are only used when they describe the file exactly.
@@ -372,7 +361,7 @@ pub fn open_set_protocol(set: &PhotoSet, include: impl Fn(&str) -> bool) -> Open
         }
         match photos.as_slice() {
             [only] => {
-                if singles % 2 == 0 {
+                if singles.is_multiple_of(2) {
                     protocol.distractors.push(*only);
                 } else {
                     protocol.nonmated_probes.push(*only);
@@ -561,9 +550,8 @@ pub fn search_exact(gallery: &TemplateMatrix, probe: &[f32], keep: usize, mate: 
     candidates.sort_by(by_score_desc);
     candidates.truncate(keep);
     let mate_score = mate.and_then(|m| scores.get(m).copied());
-    let mate_rank = mate_score.map(|ms| {
-        1 + scores.iter().enumerate().filter(|&(row, &s)| Some(row) != mate && s >= ms).count()
-    });
+    let mate_rank =
+        mate_score.map(|ms| 1 + scores.iter().enumerate().filter(|&(row, &s)| Some(row) != mate && s >= ms).count());
     let others = candidates.first().and_then(|top| {
         // Streamed moments: a copy of every score per probe would dominate large-gallery runs.
         let (mut n, mut sum, mut sum_sq) = (0usize, 0f64, 0f64);
@@ -677,10 +665,9 @@ impl GaussianFaceModel {
         let mut produced = 0;
         while produced < count {
             z.iter_mut().for_each(|v| *v = standard_normal(&mut rng));
-            for i in 0..d {
+            for (i, (xi, mean)) in x.iter_mut().zip(&self.mean).enumerate() {
                 let row = &self.factor[i * d..i * d + i + 1];
-                let value = self.mean[i] + row.iter().zip(&z).map(|(l, zj)| l * zj).sum::<f64>();
-                x[i] = value as f32;
+                *xi = (mean + row.iter().zip(&z).map(|(l, zj)| l * zj).sum::<f64>()) as f32;
             }
             let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt();
             // A zero-length sample has no direction; draw again (practically never happens).
@@ -877,7 +864,8 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         // Templates clustered around a common direction, as face embeddings are.
         for _ in 0..200 {
-            let v: Vec<f32> = (0..4).map(|k| if k == 0 { 2.0 } else { 0.0 } + standard_normal(&mut rng) as f32).collect();
+            let v: Vec<f32> =
+                (0..4).map(|k| if k == 0 { 2.0 } else { 0.0 } + standard_normal(&mut rng) as f32).collect();
             templates.push(&unit(&v)).unwrap();
         }
         let model = GaussianFaceModel::fit(&templates).unwrap();

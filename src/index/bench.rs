@@ -18,9 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    AnnIndex, ExactIndex, HnswConfig, HnswIndex, IndexError, LabelFilter, Neighbour, SearchParams, SimdLevel,
-};
+use super::{AnnIndex, ExactIndex, HnswConfig, HnswIndex, IndexError, LabelFilter, Neighbour, SearchParams, SimdLevel};
 
 /// Shape of a clustered unit-vector data set; the same spec and stream always give the same vectors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,7 +255,7 @@ fn cpu_clock(clock: i32) -> Option<f64> {
     let mut ts = Timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; the clock ids are the Linux constants.
     let rc = unsafe { clock_gettime(clock, &mut ts) };
-    (rc == 0).then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+    (rc == 0).then_some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
 }
 
 #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
@@ -298,6 +296,13 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), IndexError> {
     std::fs::write(path, text).map_err(io_error(path))
 }
 
+/// Results of a timed query pass and its rates.
+struct Timed {
+    results: Vec<Vec<Neighbour>>,
+    queries_per_second: f64,
+    cpu_queries_per_second: Option<f64>,
+}
+
 /// Single-thread passes over `queries`: results, wall-clock queries/s and on-CPU queries/s, each rate the best of
 /// `repeats` passes (the machine is shared; the best pass is the least disturbed one).
 fn timed_queries(
@@ -306,7 +311,7 @@ fn timed_queries(
     dim: usize,
     params: &SearchParams,
     repeats: usize,
-) -> Result<(Vec<Vec<Neighbour>>, f64, Option<f64>), IndexError> {
+) -> Result<Timed, IndexError> {
     let count = (queries.len() / dim) as f64;
     let mut results = Vec::new();
     let (mut best, mut best_cpu) = (0.0f64, None::<f64>);
@@ -323,7 +328,7 @@ fn timed_queries(
             results = got;
         }
     }
-    Ok((results, best, best_cpu))
+    Ok(Timed { results, queries_per_second: best, cpu_queries_per_second: best_cpu })
 }
 
 fn sweep(
@@ -337,8 +342,13 @@ fn sweep(
         .iter()
         .map(|&ef| {
             let params = SearchParams { k: cfg.k, ef: Some(ef), filter: LabelFilter::All };
-            let (got, qps, cpu_qps) = timed_queries(index, queries, cfg.dim, &params, repeats)?;
-            Ok(EfPoint { ef, recall: recall_at_k(&got, truth, cfg.k), queries_per_second: qps, cpu_queries_per_second: cpu_qps })
+            let t = timed_queries(index, queries, cfg.dim, &params, repeats)?;
+            Ok(EfPoint {
+                ef,
+                recall: recall_at_k(&t.results, truth, cfg.k),
+                queries_per_second: t.queries_per_second,
+                cpu_queries_per_second: t.cpu_queries_per_second,
+            })
         })
         .collect()
 }
@@ -360,7 +370,10 @@ pub fn run_index_bench_with_progress(
     let dim = cfg.dim;
     let out = &cfg.out_dir;
     std::fs::create_dir_all(out).map_err(io_error(out))?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(cfg.build_threads.max(1)).build().map_err(IndexError::ThreadPool)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.build_threads.max(1))
+        .build()
+        .map_err(IndexError::ThreadPool)?;
 
     let spec = ClusterSpec { dim, clusters: cfg.clusters, spread: cfg.spread, seed: cfg.seed };
     say(format!("generating {} + {} vectors of dim {dim}", cfg.n, cfg.queries));
@@ -412,7 +425,8 @@ pub fn run_index_bench_with_progress(
         w.flush().map_err(io_error(&gt_path))?;
     }
     let exact_probe = cfg.queries.min(20);
-    let (_, exact_qps, _) = timed_queries(&exact, &queries[..exact_probe * dim], dim, &SearchParams::top(cfg.k), 1)?;
+    let exact_qps =
+        timed_queries(&exact, &queries[..exact_probe * dim], dim, &SearchParams::top(cfg.k), 1)?.queries_per_second;
     write_json(
         &out.join("meta.json"),
         &serde_json::json!({
@@ -477,7 +491,8 @@ pub fn run_index_bench_with_progress(
 
     // The forced graph walk at 0.1 % selectivity explores most of the graph per query; 100 queries suffice.
     let filter_queries = &study[..study.len().min(100 * dim)];
-    let filter = if cfg.filter { filter_study(&mut hnsw, &exact, filter_queries, cfg, &pool, &mut say)? } else { Vec::new() };
+    let filter =
+        if cfg.filter { filter_study(&mut hnsw, &exact, filter_queries, cfg, &pool, &mut say)? } else { Vec::new() };
 
     let hnsw_rs = if cfg.compare_hnsw_rs {
         say("building hnsw_rs".to_owned());
@@ -486,7 +501,11 @@ pub fn run_index_bench_with_progress(
         None
     };
 
-    let deletion = if cfg.deletion { deletion_study(&hnsw, &exact, study, cfg, &pool, &hnsw_config, &mut say)? } else { Vec::new() };
+    let deletion = if cfg.deletion {
+        deletion_study(&hnsw, &exact, study, cfg, &pool, &hnsw_config, &mut say)?
+    } else {
+        Vec::new()
+    };
 
     let report = IndexBenchReport {
         config: cfg.clone(),
@@ -524,20 +543,20 @@ fn filter_study(
         let params = SearchParams { k: cfg.k, ef: Some(ef), filter };
         let truth = pool.install(|| exact.search_batch(study, &params))?;
         hnsw.set_filter_scan_factor(0.0);
-        let (got, graph_qps, graph_cpu) = timed_queries(&*hnsw, study, dim, &params, 1)?;
+        let t = timed_queries(&*hnsw, study, dim, &params, 1)?;
         let graph = EfPoint {
             ef,
-            recall: recall_at_k(&got, &truth, cfg.k),
-            queries_per_second: graph_qps,
-            cpu_queries_per_second: graph_cpu,
+            recall: recall_at_k(&t.results, &truth, cfg.k),
+            queries_per_second: t.queries_per_second,
+            cpu_queries_per_second: t.cpu_queries_per_second,
         };
         hnsw.set_filter_scan_factor(f64::INFINITY);
-        let (got, scan_qps, scan_cpu) = timed_queries(&*hnsw, study, dim, &params, 1)?;
+        let t = timed_queries(&*hnsw, study, dim, &params, 1)?;
         let scan = EfPoint {
             ef,
-            recall: recall_at_k(&got, &truth, cfg.k),
-            queries_per_second: scan_qps,
-            cpu_queries_per_second: scan_cpu,
+            recall: recall_at_k(&t.results, &truth, cfg.k),
+            queries_per_second: t.queries_per_second,
+            cpu_queries_per_second: t.cpu_queries_per_second,
         };
         hnsw.set_filter_scan_factor(factor);
         let allowed = hnsw.count_labels(match &params.filter {
@@ -589,8 +608,18 @@ fn deletion_study(
         let truth = pool.install(|| exact.search_batch(study, &SearchParams::top(cfg.k)))?;
         let live = hnsw.len();
         let tomb = sweep(hnsw, study, &truth, cfg, 1)?;
-        say(format!("deleted {:.0} %: tombstones recall {:?}", fraction * 100.0, tomb.iter().map(|p| p.recall).collect::<Vec<_>>()));
-        points.push(DeletionPoint { deleted_fraction: fraction, stage: "tombstones".into(), seconds: remove_seconds, live, search: tomb });
+        say(format!(
+            "deleted {:.0} %: tombstones recall {:?}",
+            fraction * 100.0,
+            tomb.iter().map(|p| p.recall).collect::<Vec<_>>()
+        ));
+        points.push(DeletionPoint {
+            deleted_fraction: fraction,
+            stage: "tombstones".into(),
+            seconds: remove_seconds,
+            live,
+            search: tomb,
+        });
         let report = pool.install(|| hnsw.consolidate())?;
         let consolidated = sweep(hnsw, study, &truth, cfg, 1)?;
         say(format!(
@@ -599,7 +628,13 @@ fn deletion_study(
             report.repaired_lists,
             consolidated.iter().map(|p| p.recall).collect::<Vec<_>>()
         ));
-        points.push(DeletionPoint { deleted_fraction: fraction, stage: "consolidated".into(), seconds: report.seconds, live, search: consolidated });
+        points.push(DeletionPoint {
+            deleted_fraction: fraction,
+            stage: "consolidated".into(),
+            seconds: report.seconds,
+            live,
+            search: consolidated,
+        });
         if cfg.rebuild {
             let survivors: Vec<u64> = order[removed..].to_vec();
             let mut vectors = Vec::with_capacity(survivors.len() * cfg.dim);
@@ -644,15 +679,29 @@ fn hnsw_rs_side(
         let got: Vec<Vec<Neighbour>> = queries
             .chunks(cfg.dim)
             .map(|q| {
-                index.search(q, cfg.k, ef).into_iter().map(|n| Neighbour { key: n.d_id as u64, similarity: 1.0 - n.distance }).collect()
+                index
+                    .search(q, cfg.k, ef)
+                    .into_iter()
+                    .map(|n| Neighbour { key: n.d_id as u64, similarity: 1.0 - n.distance })
+                    .collect()
             })
             .collect();
         let count = (queries.len() / cfg.dim) as f64;
         let qps = count / started.elapsed().as_secs_f64().max(1e-9);
         let cpu_qps = elapsed_cpu(cpu, thread_cpu_seconds()).map(|c| count / c.max(1e-9));
-        search.push(EfPoint { ef, recall: recall_at_k(&got, truth, cfg.k), queries_per_second: qps, cpu_queries_per_second: cpu_qps });
+        search.push(EfPoint {
+            ef,
+            recall: recall_at_k(&got, truth, cfg.k),
+            queries_per_second: qps,
+            cpu_queries_per_second: cpu_qps,
+        });
     }
-    Ok(HnswRsReport { build_seconds, build_cpu_seconds, rss_bytes: rss_before.zip(rss_after).map(|(b, a)| a.saturating_sub(b)), search })
+    Ok(HnswRsReport {
+        build_seconds,
+        build_cpu_seconds,
+        rss_bytes: rss_before.zip(rss_after).map(|(b, a)| a.saturating_sub(b)),
+        search,
+    })
 }
 
 #[cfg(test)]
@@ -670,7 +719,8 @@ mod tests {
             assert!((norm - 1.0).abs() < 1e-4);
         }
         // Each point's nearest other point is far more similar than a random pair: the data is clustered.
-        let dot = |i: usize, j: usize| a[i * 64..][..64].iter().zip(&a[j * 64..][..64]).map(|(x, y)| x * y).sum::<f32>();
+        let dot =
+            |i: usize, j: usize| a[i * 64..][..64].iter().zip(&a[j * 64..][..64]).map(|(x, y)| x * y).sum::<f32>();
         let best: f32 = (1..5000).map(|j| dot(0, j)).fold(f32::MIN, f32::max);
         let mean: f32 = (1..5000).map(|j| dot(0, j)).sum::<f32>() / 4999.0;
         assert!(best > 0.4 && mean.abs() < 0.2, "best {best}, mean {mean}");
@@ -702,7 +752,8 @@ mod tests {
         assert_eq!(base, 3000 * 32 * 4);
         assert_eq!(std::fs::metadata(dir.path().join("gt.u32")).expect("gt").len(), 50 * 10 * 4);
         let back: IndexBenchReport =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).expect("report")).expect("json");
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).expect("report"))
+                .expect("json");
         assert_eq!(back.config.n, 3000);
     }
 }

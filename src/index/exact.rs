@@ -13,7 +13,10 @@ use rayon::prelude::*;
 use super::file::{self, corrupt, Header, IndexReader, Kind};
 use super::rank::{pack, similarity, slot};
 use super::simd::{dispatch, Kernel, KernelTask, SimdLevel};
-use super::{check_params, check_vector, AnnIndex, IndexError, IndexStats, LabelSet, Neighbour, SearchParams, TemplateKey};
+use super::{
+    check_params, check_vector, hash_table_bytes, AnnIndex, IndexError, IndexStats, LabelSet, Neighbour, SearchParams,
+    TemplateKey,
+};
 
 #[derive(Default)]
 struct Rows {
@@ -94,7 +97,8 @@ impl ExactIndex {
         let mut labels = vec![0u32; n];
         // SAFETY: plain-old-data buffers viewed as bytes for the read; every bit pattern is a valid f32/u64/u32.
         unsafe {
-            reader.read_section(std::slice::from_raw_parts_mut(vectors.as_mut_ptr().cast::<u8>(), n * dimension * 4))?;
+            reader
+                .read_section(std::slice::from_raw_parts_mut(vectors.as_mut_ptr().cast::<u8>(), n * dimension * 4))?;
             reader.read_section(std::slice::from_raw_parts_mut(keys.as_mut_ptr().cast::<u8>(), n * 8))?;
             reader.read_section(std::slice::from_raw_parts_mut(labels.as_mut_ptr().cast::<u8>(), n * 4))?;
         }
@@ -226,7 +230,7 @@ impl AnnIndex for ExactIndex {
             memory_bytes: rows.vectors.capacity() * 4
                 + rows.keys.capacity() * 8
                 + rows.labels.capacity() * 4
-                + rows.by_key.capacity() * (8 + 4 + 1),
+                + hash_table_bytes(rows.by_key.capacity(), 16),
             reserved_bytes: 0,
             max_level: 0,
             simd: self.simd,
@@ -320,7 +324,10 @@ mod tests {
         let (back, generation) = ExactIndex::load(&path, DIM).expect("load");
         assert_eq!(generation, 5);
         for q in v.chunks(DIM).take(20) {
-            assert_eq!(idx.search(q, &SearchParams::top(5)).expect("a"), back.search(q, &SearchParams::top(5)).expect("b"));
+            assert_eq!(
+                idx.search(q, &SearchParams::top(5)).expect("a"),
+                back.search(q, &SearchParams::top(5)).expect("b")
+            );
         }
         let mut raw = std::fs::read(&path).expect("read");
         raw.truncate(raw.len() - 3);

@@ -108,7 +108,11 @@ impl Header {
         }
         let version = u32_at(8);
         if version != VERSION {
-            return Err(IndexError::UnsupportedVersion { path: path.to_path_buf(), found: version, supported: VERSION });
+            return Err(IndexError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: version,
+                supported: VERSION,
+            });
         }
         let mut sum = Checksum::new();
         sum.update(&b[..112]);
@@ -273,7 +277,11 @@ impl IndexReader {
         file.read_exact(&mut raw).map_err(io(path))?;
         let header = Header::decode(&raw, path)?;
         if header.kind != kind {
-            return Err(IndexError::WrongKind { path: path.to_path_buf(), found: header.kind.name(), expected: kind.name() });
+            return Err(IndexError::WrongKind {
+                path: path.to_path_buf(),
+                found: header.kind.name(),
+                expected: kind.name(),
+            });
         }
         if header.dim as usize != dim {
             return Err(IndexError::DimensionMismatch { expected: dim, actual: header.dim as usize });
@@ -291,7 +299,11 @@ impl IndexReader {
         if expected != Some(self.len) {
             return Err(corrupt(
                 &self.path,
-                format!("file has {} bytes, header describes {}", self.len, expected.map_or("overflowing".into(), |e| e.to_string())),
+                format!(
+                    "file has {} bytes, header describes {}",
+                    self.len,
+                    expected.map_or("overflowing".into(), |e| e.to_string())
+                ),
             ));
         }
         Ok(())

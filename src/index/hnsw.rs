@@ -20,7 +20,10 @@ use super::file::{self, corrupt, Header, IndexReader, Kind};
 use super::rank::{pack, similarity, slot};
 use super::simd::{dispatch, prefetch, Kernel, KernelTask, SimdLevel};
 use super::slots::Slots;
-use super::{check_params, check_vector, AnnIndex, IndexError, IndexStats, LabelSet, Neighbour, SearchParams, TemplateKey};
+use super::{
+    check_params, check_vector, hash_table_bytes, AnnIndex, IndexError, IndexStats, LabelSet, Neighbour, SearchParams,
+    TemplateKey,
+};
 
 const COUNT_MASK: u32 = 0xffff;
 const LOCK_BIT: u32 = 1 << 31;
@@ -220,7 +223,8 @@ impl Scratch {
     }
 
     fn bytes(&self) -> usize {
-        self.visited.capacity() * 2 + (self.candidates.capacity() + self.results.capacity() + self.sorted.capacity()) * 8
+        self.visited.capacity() * 2
+            + (self.candidates.capacity() + self.results.capacity() + self.sorted.capacity()) * 8
     }
 }
 
@@ -578,7 +582,14 @@ impl HnswIndex {
 
     /// Adds `new` to `target`'s list on `layer`, pruning with the heuristic when the list is full.
     #[inline(always)]
-    unsafe fn add_link<K: Kernel>(&self, target: u32, new: u32, layer: usize, new_sim: f32, work: &mut (Vec<u64>, Vec<u64>)) {
+    unsafe fn add_link<K: Kernel>(
+        &self,
+        target: u32,
+        new: u32,
+        layer: usize,
+        new_sim: f32,
+        work: &mut (Vec<u64>, Vec<u64>),
+    ) {
         let cap = self.capacity_of(layer);
         let dim = self.layout.dim;
         unsafe {
@@ -642,7 +653,16 @@ impl HnswIndex {
             for layer in (0..=level.min(max_level)).rev() {
                 scratch.begin(self.nodes.capacity());
                 // Tombstones are acceptable link targets only while no live node is in reach; doomed ones never.
-                self.search_layer::<K>(q, cur, cur_sim, self.config.ef_construction, layer, DOOMED, &LabelSet::All, scratch);
+                self.search_layer::<K>(
+                    q,
+                    cur,
+                    cur_sim,
+                    self.config.ef_construction,
+                    layer,
+                    DOOMED,
+                    &LabelSet::All,
+                    scratch,
+                );
                 scratch.sorted.clear();
                 scratch.sorted.extend(scratch.results.drain().filter(|&p| slot(p) != s));
                 scratch.sorted.sort_unstable();
@@ -751,7 +771,11 @@ impl HnswIndex {
                 }
             };
             // SAFETY: `s` is reserved to this thread; a reused slot is unreachable (consolidation's barrier).
-            let old_level = if reuse.is_some() { (unsafe { self.state(s).load(Ordering::Acquire) } & LEVEL_MASK) as usize } else { 0 };
+            let old_level = if reuse.is_some() {
+                (unsafe { self.state(s).load(Ordering::Acquire) } & LEVEL_MASK) as usize
+            } else {
+                0
+            };
             let upper_first = if level == 0 {
                 0
             } else if reuse.is_some() && old_level >= level {
@@ -1091,8 +1115,9 @@ impl HnswIndex {
             }
             let level = levels[s as usize] as usize;
             // SAFETY: as above.
-            let (upper_first, label, key, deleted) =
-                unsafe { (self.upper_first(s), self.label(s), self.key(s), self.state(s).load(Ordering::Relaxed) & DELETED != 0) };
+            let (upper_first, label, key, deleted) = unsafe {
+                (self.upper_first(s), self.label(s), self.key(s), self.state(s).load(Ordering::Relaxed) & DELETED != 0)
+            };
             if level > 0 && upper_first as u64 + level as u64 > h.upper_slots {
                 return Err(corrupt(path, format!("slot {s} points outside the upper layers")));
             }
@@ -1237,7 +1262,7 @@ impl AnnIndex for HnswIndex {
     fn stats(&self) -> IndexStats {
         let dir = self.directory.read();
         let scratch: usize = self.scratch.lock().iter().map(Scratch::bytes).sum();
-        let key_map = dir.keys.capacity() * (8 + 4 + 1) + dir.pending.capacity() * 9;
+        let key_map = hash_table_bytes(dir.keys.capacity(), 16) + hash_table_bytes(dir.pending.capacity(), 8);
         let labels: usize = dir.labels.values().map(|v| v.capacity() * 4 + 32).sum();
         let max_level = match self.entry.load(Ordering::Acquire) {
             EMPTY_ENTRY => 0,
@@ -1335,6 +1360,9 @@ mod tests {
     #[test]
     fn recall_at_10_matches_exact_scan_on_clustered_data() {
         let (hnsw, exact, _) = build(3000, 1);
+        let stats = hnsw.stats();
+        assert_eq!((stats.live, stats.deleted, stats.kind, stats.dimension), (3000, 0, "hnsw", DIM));
+        assert!(stats.memory_bytes >= 3000 * hnsw.record_bytes() && stats.memory_bytes <= stats.reserved_bytes * 2);
         let queries = data(100, 99);
         let r = recall(&hnsw, &exact, &queries, &SearchParams { k: 10, ef: Some(64), filter: LabelFilter::All });
         assert!(r >= 0.97, "recall {r}");
@@ -1358,7 +1386,8 @@ mod tests {
         exact.insert_flat(&keys, &labs, &v).expect("exact");
         let queries = data(50, 5);
         for level in [SimdLevel::Scalar, SimdLevel::Avx2Fma, SimdLevel::Avx512] {
-            let hnsw = HnswIndex::new(DIM, HnswConfig { m: 8, ef_construction: 64, ..Default::default() }).with_simd(level);
+            let hnsw =
+                HnswIndex::new(DIM, HnswConfig { m: 8, ef_construction: 64, ..Default::default() }).with_simd(level);
             hnsw.insert_flat(&keys, &labs, &v).expect("build");
             let r = recall(&hnsw, &exact, &queries, &SearchParams { k: 10, ef: Some(64), filter: LabelFilter::All });
             assert!(r >= 0.97, "{level:?}: recall {r}");
@@ -1380,8 +1409,7 @@ mod tests {
                 assert!(exact.remove(key).expect("remove exact"));
                 assert!(!hnsw.remove(key).expect("second remove"), "removed twice");
             }
-            let removed: HashSet<u64> =
-                (0..3000u64).filter(|k| k % 4 <= step).map(|k| k * 3 + 1).collect();
+            let removed: HashSet<u64> = (0..3000u64).filter(|k| k % 4 <= step).map(|k| k * 3 + 1).collect();
             for q in queries.chunks(DIM) {
                 for h in hnsw.search(q, &params).expect("search") {
                     assert!(!removed.contains(&h.key), "ghost {}", h.key);
@@ -1399,9 +1427,10 @@ mod tests {
             hnsw.insert(10_000_000 + i as u64, 0, v).expect("reinsert");
         }
         assert!(hnsw.stats().free_slots < stats.free_slots);
-        let found = fresh.chunks(DIM).enumerate().filter(|(i, v)| {
-            hnsw.search(v, &SearchParams::top(1)).expect("search")[0].key == 10_000_000 + *i as u64
-        });
+        let found = fresh
+            .chunks(DIM)
+            .enumerate()
+            .filter(|(i, v)| hnsw.search(v, &SearchParams::top(1)).expect("search")[0].key == 10_000_000 + *i as u64);
         assert!(found.count() >= 495);
     }
 
@@ -1542,7 +1571,9 @@ mod tests {
         assert_eq!(loaded.stats().deleted, 100);
         let queries = data(50, 3);
         for q in queries.chunks(DIM) {
-            for params in [SearchParams::top(10), SearchParams { k: 5, ef: Some(16), filter: LabelFilter::Only(vec![4]) }] {
+            for params in
+                [SearchParams::top(10), SearchParams { k: 5, ef: Some(16), filter: LabelFilter::Only(vec![4]) }]
+            {
                 assert_eq!(hnsw.search(q, &params).expect("a"), loaded.search(q, &params).expect("b"));
             }
         }

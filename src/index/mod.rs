@@ -200,6 +200,15 @@ impl LabelSet {
     }
 }
 
+/// Heap bytes of a std `HashMap`/`HashSet` with `capacity` and `entry` bytes per element: a power-of-two bucket
+/// array at most 7/8 full, plus one control byte per bucket.
+pub(crate) fn hash_table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    (capacity * 8 / 7).next_power_of_two() * (entry + 1)
+}
+
 fn check_params(params: &SearchParams) -> Result<(), IndexError> {
     if params.k == 0 {
         return Err(IndexError::InvalidParams { reason: "k must be at least 1" });

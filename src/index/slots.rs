@@ -70,7 +70,7 @@ impl Slots {
             let _ = map.advise(memmap2::Advice::HugePage);
             self.segments[k].store(map.as_mut_ptr(), Ordering::Release);
             maps.push(map);
-            let capacity = ((1usize << k + 1) - 1) << base_log2;
+            let capacity = ((1usize << (k + 1)) - 1) << base_log2;
             // Release: a reader that sees the new capacity also sees the segment pointer.
             self.capacity.store(capacity, Ordering::Release);
         }
