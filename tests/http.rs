@@ -166,6 +166,24 @@ async fn enroll_search_restart_delete() {
     assert!(metrics.contains("facematch_gallery_templates 8"));
     let stats: Value = client.get(server.url("/v1/stats")).send().await.unwrap().json().await.unwrap();
     assert_eq!(stats["index"]["stats"]["live"], 8);
+
+    // A second deletion passes the consolidation share (2 of 9 templates removed, default 0.2): the graph is
+    // repaired around the tombstones and their slots are freed, and the removed face never comes back.
+    let (id8, subject8) = subjects[8];
+    let probe8 = &photos_of(id8)[1];
+    let hit = search(&client, &server, probe8, "investigation").await;
+    let candidates = hit["faces"][0]["candidates"].as_array().unwrap();
+    let template = candidates.iter().find(|c| c["subject_id"] == subject8).expect("enrolled subject is a candidate")
+        ["template_id"]
+        .as_i64()
+        .unwrap();
+    let r = client.delete(server.url(&format!("/v1/subjects/{subject8}/faces/{template}"))).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let stats: Value = client.get(server.url("/v1/stats")).send().await.unwrap().json().await.unwrap();
+    let index = &stats["index"]["stats"];
+    assert_eq!((index["live"].as_u64(), index["deleted"].as_u64(), index["free_slots"].as_u64()), (Some(7), Some(0), Some(2)), "{stats}");
+    let result = search(&client, &server, probe8, "investigation").await;
+    assert!(result["faces"][0]["candidates"].as_array().unwrap().iter().all(|c| c["template_id"] != template));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,12 @@ pub enum BenchCommand {
     Seed(crate::loadgen::SeedArgs),
     /// ANN index: recall@k against exact search, queries/s per ef, build time, memory, load time.
     Index(IndexBenchArgs),
+    /// Re-renders an index benchmark's report from DIR/report.json, with hnswlib's figures when
+    /// scripts/ann_side_by_side.py has written DIR/hnswlib_report.json.
+    IndexReport {
+        /// The `--out` folder of `facematch bench index`.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,8 +70,26 @@ fn bench_index(args: &IndexBenchArgs) -> anyhow::Result<ExitCode> {
         compare_hnsw_rs: args.compare_hnsw_rs,
         ..Default::default()
     };
-    let report = crate::index::bench::run_index_bench(&cfg)?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    let started = Instant::now();
+    let mut progress = |phase: &str| eprintln!("[{:>7.1} s] {phase}", started.elapsed().as_secs_f64());
+    let bench = crate::index::bench::run_index_bench_with_progress(&cfg, &mut progress)?;
+    render_index_report(&bench, &args.out)
+}
+
+fn bench_index_report(dir: &Path) -> anyhow::Result<ExitCode> {
+    let path = dir.join("report.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("bench index-report: read {}", path.display()))?;
+    let bench: crate::index::bench::IndexBenchReport =
+        serde_json::from_str(&text).with_context(|| format!("bench index-report: parse {}", path.display()))?;
+    render_index_report(&bench, dir)
+}
+
+/// Prints the readable tables and writes index.{json,md,html} and the recall-vs-QPS figure next to report.json.
+fn render_index_report(bench: &crate::index::bench::IndexBenchReport, dir: &Path) -> anyhow::Result<ExitCode> {
+    let hnswlib = crate::eval::index_report::read_hnswlib_report(dir)?;
+    let report = crate::eval::index_report::write_index_report(bench, hnswlib.as_ref(), dir)?;
+    println!("{}", report.render_terminal());
+    eprintln!("report: {}", dir.join("index.md").display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -102,6 +126,7 @@ pub fn run(config: &Config, command: &BenchCommand) -> anyhow::Result<ExitCode> 
         BenchCommand::Http(args) => crate::loadgen::run_http_bench_cli(config, args),
         BenchCommand::Seed(args) => crate::loadgen::run_seed_cli(config, args),
         BenchCommand::Index(args) => bench_index(args),
+        BenchCommand::IndexReport { dir } => bench_index_report(dir),
     }
 }
 

@@ -7,6 +7,7 @@
 //! open-set identification thresholds.
 
 pub mod decision;
+pub mod index_report;
 pub mod machine;
 pub mod metrics;
 pub mod plot;
