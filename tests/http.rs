@@ -98,6 +98,7 @@ async fn enroll_search_restart_delete() {
     // Mated probes: the right subject ranks first.
     let mut correct = 0;
     let mut total = 0;
+    let mut alerted = 0;
     for (id, subject) in &subjects {
         for probe in photos_of(id).iter().skip(1).take(2) {
             let result = search(&client, &server, probe, "investigation").await;
@@ -108,9 +109,17 @@ async fn enroll_search_restart_delete() {
             let candidates = result["faces"][0]["candidates"].as_array().unwrap();
             assert!(candidates.len() <= 5);
             assert!(candidates.windows(2).all(|w| w[0]["similarity"].as_f64() >= w[1]["similarity"].as_f64()));
+            // Identification mode answers exactly the investigation candidates that raise an alert.
+            let identified = search(&client, &server, probe, "identification").await;
+            let alerts: Vec<&Value> = candidates.iter().filter(|c| c["alert"] == true).collect();
+            let got: Vec<&Value> = identified["faces"][0]["candidates"].as_array().unwrap().iter().collect();
+            let ids = |list: &[&Value]| list.iter().map(|c| c["template_id"].as_i64()).collect::<Vec<_>>();
+            assert_eq!(ids(&got), ids(&alerts), "{}: {identified}", probe.display());
+            alerted += alerts.len();
         }
     }
     assert!(correct as f64 >= 0.9 * total as f64, "rank-1 {correct}/{total}");
+    assert!(alerted >= total / 2, "mated probes raise alerts at the watchlist's FPIR: {alerted} of {total}");
 
     // Strangers get no identification-mode match at the watchlist's FPIR.
     for id in ["id10", "id11", "id12", "id13"] {

@@ -234,7 +234,9 @@ async fn search(State(state): State<AppState>, headers: HeaderMap, request: Requ
             blocking(&state, move |s| s.search_embedding(&embedding, &options, &who)).await?
         } else {
             let photo = form.file("photo").ok_or_else(|| ApiError::bad_request("missing_photo", "send a `photo` file or an `embedding`"))?;
-            heavy(&state, move |s| s.search_photo(&photo, &options, &who)).await?
+            let request = options.clone();
+            let analysis = heavy(&state, move |s| s.analyze_probe(&photo, &request)).await?;
+            blocking(&state, move |s| s.search_analysis(analysis, &options, &who)).await?
         }
     };
     let t = &result.timings_ms;

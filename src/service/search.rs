@@ -10,7 +10,7 @@ use crate::detect::{BoundingBox, Landmarks};
 use crate::embed::{normalise, Embedding};
 use crate::gallery::Watchlist;
 use crate::index::{LabelFilter, SearchParams};
-use crate::pipeline::{AnalyzeOptions, AnalyzedFace, StageTimings};
+use crate::pipeline::{Analysis, AnalyzeOptions, AnalyzedFace, StageTimings};
 use crate::quality::FaceQuality;
 
 use super::{Actor, ServiceError, WatchlistService};
@@ -119,9 +119,19 @@ pub(super) fn largest_face(faces: &[AnalyzedFace]) -> Option<&AnalyzedFace> {
 impl WatchlistService {
     /// Searches every face of a photo.
     pub fn search_photo(&self, photo: &[u8], request: &SearchRequest, actor: &Actor) -> Result<SearchResult, ServiceError> {
-        let analysis = self
-            .pipeline
-            .analyze_bytes(photo, AnalyzeOptions { min_face_px: request.min_face_px, max_faces: Some(64) })?;
+        let analysis = self.analyze_probe(photo, request)?;
+        self.search_analysis(analysis, request, actor)
+    }
+
+    /// The CPU-heavy half of [`Self::search_photo`]: faces, quality and embeddings of the probe photo. The HTTP
+    /// layer runs it under admission control and the rest (index, store reads, audit commit) outside it, so a core
+    /// never idles on the audit's disk sync while photos wait.
+    pub fn analyze_probe(&self, photo: &[u8], request: &SearchRequest) -> Result<Analysis, ServiceError> {
+        Ok(self.pipeline.analyze_bytes(photo, AnalyzeOptions { min_face_px: request.min_face_px, max_faces: Some(64) })?)
+    }
+
+    /// The light half of [`Self::search_photo`]: candidates for every face of an analysed probe, audited.
+    pub fn search_analysis(&self, analysis: Analysis, request: &SearchRequest, actor: &Actor) -> Result<SearchResult, ServiceError> {
         let started = Instant::now();
         let context = self.search_context(request)?;
         let mut faces = Vec::with_capacity(analysis.faces.len());
@@ -277,6 +287,24 @@ impl WatchlistService {
         Ok(SearchContext { k, filter, by_label, gallery_size: self.index.len() })
     }
 
+    /// The lowest alert threshold among the searched watchlists, when identification mode decides on the raw top-1
+    /// similarity (other statistics need the runner-ups, so nothing may be dropped early).
+    fn identification_floor(&self, request: &SearchRequest, context: &SearchContext) -> Option<f32> {
+        if request.mode != SearchMode::Identification || self.statistic() != super::DecisionStatistic::Top1 {
+            return None;
+        }
+        let searched = context.by_label.iter().filter(|(label, _)| match &context.filter {
+            LabelFilter::All => true,
+            LabelFilter::Only(labels) => labels.contains(label),
+        });
+        let fpirs = searched.map(|(_, w)| w.alert_fpir).chain(std::iter::once(self.config.default_alert_fpir));
+        let thresholds: Vec<f32> = match &self.calibration {
+            Some(c) => fpirs.map(|fpir| c.threshold(fpir, context.gallery_size)).collect(),
+            None => vec![self.pipeline.recognizer().manifest().thresholds.as_ref().map(|t| t.verify).unwrap_or(1.0)],
+        };
+        thresholds.into_iter().reduce(f32::min)
+    }
+
     /// Ranked candidates for one query vector.
     fn candidates(&self, query: &[f32], request: &SearchRequest, context: &SearchContext) -> Result<Vec<Candidate>, ServiceError> {
         let statistic = self.statistic();
@@ -288,7 +316,13 @@ impl WatchlistService {
             ef: Some(self.config.hnsw_ef_search.max(k_templates)),
             filter: context.filter.clone(),
         };
-        let neighbours = self.index.search(query, &params)?;
+        let mut neighbours = self.index.search(query, &params)?;
+        if let Some(floor) = self.identification_floor(request, context) {
+            // Identification with the top-1 statistic: a template below every watchlist's threshold can never be
+            // returned, so it is dropped before the store is asked who owns it. A checkpoint search of a traveller
+            // who is on no list then costs the index walk only.
+            neighbours.retain(|n| n.similarity >= floor);
+        }
         let keys: Vec<i64> = neighbours.iter().map(|n| n.key as i64).collect();
         let owners = self.store.template_owners(&keys)?;
         // Best template per subject; keys without an owner were deleted after the index answered.
