@@ -69,7 +69,8 @@ pub struct RuntimeConfig {
     pub library: Option<PathBuf>,
     /// Intra-op threads per session (default 1).
     pub intra_threads: usize,
-    /// Sessions per model, i.e. how many inferences of one model may run at once (default: number of cores).
+    /// Sessions per model, i.e. how many inferences of one model may run at once (default: number of cores + 1,
+    /// matching the server's `max_concurrent_analyses`).
     pub sessions: usize,
     /// Execution target (default `cpu`).
     pub execution: ExecutionTarget,
@@ -80,7 +81,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             library: None,
             intra_threads: 1,
-            sessions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            sessions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) + 1,
             execution: ExecutionTarget::Cpu,
         }
     }
