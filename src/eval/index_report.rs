@@ -201,6 +201,13 @@ pub fn write_index_report(
         "M {}, ef_construction {}, {} build threads, {} queries, k {}, SIMD {:?}; exact scan {:.2} ms per query",
         cfg.m, cfg.ef_construction, cfg.build_threads, cfg.queries, cfg.k, bench.simd, bench.exact_ms_per_query
     ));
+    if let Some(int8) = &bench.exact_int8 {
+        report.notes.push(format!(
+            "exact scan with the int8 pre-filter (shortlist {} re-ranked in f32): {:.2} ms per query, recall@{} {:.4} \
+             over {} queries",
+            int8.shortlist, int8.ms_per_query, cfg.k, int8.recall, int8.queries
+        ));
+    }
     report.notes.push(format!(
         "memory: {} bytes per template by the index's own accounting ({} bytes per record), {} by resident-set growth",
         ours.bytes_per_template.round(),

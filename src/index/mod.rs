@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use exact::ExactIndex;
+pub use exact::{ExactIndex, Int8Prefilter};
 pub use hnsw::{ConsolidationReport, HnswConfig, HnswIndex};
 pub use simd::SimdLevel;
 
