@@ -31,6 +31,12 @@ struct Rows {
 }
 
 impl Rows {
+    /// Whether a search restricted to `labels` may return `row`.
+    #[inline(always)]
+    fn searchable(&self, labels: &LabelSet, row: usize) -> bool {
+        labels.is_all() || labels.allows(self.labels[row])
+    }
+
     fn push(&mut self, key: TemplateKey, label: u32, vector: &[f32]) {
         self.by_key.insert(key, self.keys.len() as u32);
         self.keys.push(key);
@@ -183,7 +189,7 @@ impl KernelTask for Scan<'_> {
         let mut heap = BinaryHeap::with_capacity(self.k + 1);
         let mut worst = u64::MAX;
         for (row, v) in self.rows.vectors.chunks_exact(dim.max(1)).enumerate() {
-            if !self.labels.is_all() && !self.labels.allows(self.rows.labels[row]) {
+            if !self.rows.searchable(self.labels, row) {
                 continue;
             }
             // SAFETY: both slices hold `dim` floats.
@@ -219,7 +225,7 @@ impl KernelTask for CodeScan<'_> {
         // Min-heap of (score, row) through Reverse, so the weakest of the shortlist is on top.
         let mut heap: BinaryHeap<std::cmp::Reverse<(i32, u32)>> = BinaryHeap::with_capacity(self.shortlist + 1);
         for (row, code) in self.rows.codes.chunks_exact(dim).enumerate() {
-            if !self.labels.is_all() && !self.labels.allows(self.rows.labels[row]) {
+            if !self.rows.searchable(self.labels, row) {
                 continue;
             }
             // Widening multiply-add over i8 lanes; inlined into the kernel's target-feature trampoline, it
