@@ -34,7 +34,7 @@ use crate::eval::protocol::{
     generate_pairs, open_set_protocol, read_pairs, search_exact, split_identities, template_neighbour_scores,
     GaussianFaceModel, OpenSetProtocol, PairList, PairSource, PhotoSet, SearchResult, TemplateMatrix,
 };
-use crate::eval::report::{format_rate, ModelFact, Report, Table};
+use crate::eval::report::{format_rate, ModelFact, Report, ReportFiles, Table};
 use crate::manifest::{CalibrationSpec, ModelManifest};
 use crate::pipeline::{AnalyzeOptions, FacePipeline};
 use crate::quality::FaceQuality;
@@ -340,6 +340,26 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// Writes the summary next to the report files, prints the report and says where everything went.
+fn publish<T: Serialize>(
+    out: &Path,
+    stem: &str,
+    summary: &T,
+    report: &Report,
+    files: &ReportFiles,
+) -> anyhow::Result<ExitCode> {
+    let summary_path = write_summary(out, stem, summary)?;
+    print!("{}", report.render_terminal());
+    println!(
+        "\nreport: {} ({}, {}); summary: {}",
+        files.json.display(),
+        files.markdown.display(),
+        files.html.display(),
+        summary_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn write_summary<T: Serialize>(out: &Path, stem: &str, summary: &T) -> anyhow::Result<PathBuf> {
     let path = out.join(format!("{stem}.summary.json"));
     std::fs::write(&path, serde_json::to_string_pretty(summary)?)
@@ -511,16 +531,7 @@ fn verify(config: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         eer,
         tar_at_far: operating_points,
     };
-    let summary_path = write_summary(&args.run.out, &stem, &summary)?;
-    print!("{}", report.render_terminal());
-    println!(
-        "\nreport: {} ({}, {}); summary: {}",
-        files.json.display(),
-        files.markdown.display(),
-        files.html.display(),
-        summary_path.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    publish(&args.run.out, &stem, &summary, &report, &files)
 }
 
 /// Eleven thresholds from the non-mated to the mated median, plus the manifest's verify threshold.
@@ -1217,16 +1228,7 @@ fn identify(config: &Config, args: &IdentifyArgs) -> anyhow::Result<ExitCode> {
         gallery_sizes: size_summaries,
         calibration,
     };
-    let summary_path = write_summary(&args.run.out, &stem, &summary)?;
-    print!("{}", report.render_terminal());
-    println!(
-        "\nreport: {} ({}, {}); summary: {}",
-        files.json.display(),
-        files.markdown.display(),
-        files.html.display(),
-        summary_path.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    publish(&args.run.out, &stem, &summary, &report, &files)
 }
 
 /// Writes the FPIR calibration table of `statistic` as a manifest `[calibration]` table, and reads it back

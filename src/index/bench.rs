@@ -319,6 +319,18 @@ struct Timed {
     cpu_queries_per_second: Option<f64>,
 }
 
+impl Timed {
+    /// The pass as one point of a sweep: its rates and its recall@k against `truth`.
+    fn point(&self, ef: usize, truth: &[Vec<Neighbour>], k: usize) -> EfPoint {
+        EfPoint {
+            ef,
+            recall: recall_at_k(&self.results, truth, k),
+            queries_per_second: self.queries_per_second,
+            cpu_queries_per_second: self.cpu_queries_per_second,
+        }
+    }
+}
+
 /// Single-thread passes over `queries`: results, wall-clock queries/s and on-CPU queries/s, each rate the best of
 /// `repeats` passes (the machine is shared; the best pass is the least disturbed one).
 fn timed_queries(
@@ -358,13 +370,7 @@ fn sweep(
         .iter()
         .map(|&ef| {
             let params = SearchParams { k: cfg.k, ef: Some(ef), filter: LabelFilter::All };
-            let t = timed_queries(index, queries, cfg.dim, &params, repeats)?;
-            Ok(EfPoint {
-                ef,
-                recall: recall_at_k(&t.results, truth, cfg.k),
-                queries_per_second: t.queries_per_second,
-                cpu_queries_per_second: t.cpu_queries_per_second,
-            })
+            Ok(timed_queries(index, queries, cfg.dim, &params, repeats)?.point(ef, truth, cfg.k))
         })
         .collect()
 }
@@ -582,21 +588,9 @@ fn filter_study(
         let params = SearchParams { k: cfg.k, ef: Some(ef), filter };
         let truth = pool.install(|| exact.search_batch(study, &params))?;
         hnsw.set_filter_scan_factor(0.0);
-        let t = timed_queries(&*hnsw, study, dim, &params, 1)?;
-        let graph = EfPoint {
-            ef,
-            recall: recall_at_k(&t.results, &truth, cfg.k),
-            queries_per_second: t.queries_per_second,
-            cpu_queries_per_second: t.cpu_queries_per_second,
-        };
+        let graph = timed_queries(&*hnsw, study, dim, &params, 1)?.point(ef, &truth, cfg.k);
         hnsw.set_filter_scan_factor(f64::INFINITY);
-        let t = timed_queries(&*hnsw, study, dim, &params, 1)?;
-        let scan = EfPoint {
-            ef,
-            recall: recall_at_k(&t.results, &truth, cfg.k),
-            queries_per_second: t.queries_per_second,
-            cpu_queries_per_second: t.cpu_queries_per_second,
-        };
+        let scan = timed_queries(&*hnsw, study, dim, &params, 1)?.point(ef, &truth, cfg.k);
         hnsw.set_filter_scan_factor(factor);
         let allowed = hnsw.count_labels(match &params.filter {
             LabelFilter::Only(l) => l,

@@ -284,7 +284,9 @@ impl WatchlistService {
                 LabelFilter::Only(labels)
             }
         };
-        Ok(SearchContext { k, filter, by_label, gallery_size: self.index.len() })
+        let mut context = SearchContext { k, filter, by_label, gallery_size: self.index.len(), identification_floor: None };
+        context.identification_floor = self.identification_floor(request, &context);
+        Ok(context)
     }
 
     /// The lowest alert threshold among the searched watchlists, when identification mode decides on the raw top-1
@@ -317,7 +319,7 @@ impl WatchlistService {
             filter: context.filter.clone(),
         };
         let mut neighbours = self.index.search(query, &params)?;
-        if let Some(floor) = self.identification_floor(request, context) {
+        if let Some(floor) = context.identification_floor {
             // Identification with the top-1 statistic: a template below every watchlist's threshold can never be
             // returned, so it is dropped before the store is asked who owns it. A checkpoint search of a traveller
             // who is on no list then costs the index walk only.
@@ -405,4 +407,6 @@ struct SearchContext {
     filter: LabelFilter,
     by_label: HashMap<u32, Watchlist>,
     gallery_size: usize,
+    /// Computed once per search, for every face of the photo: see `identification_floor`.
+    identification_floor: Option<f32>,
 }
