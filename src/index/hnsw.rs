@@ -1173,6 +1173,10 @@ impl AnnIndex for HnswIndex {
         self.directory.read().live
     }
 
+    fn tombstones(&self) -> usize {
+        self.directory.read().deleted
+    }
+
     fn insert(&self, key: TemplateKey, label: u32, vector: &[f32]) -> Result<(), IndexError> {
         check_vector(self.layout.dim, vector)?;
         self.insert_checked(key, label, vector)

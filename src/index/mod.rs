@@ -143,6 +143,10 @@ pub trait AnnIndex: Send + Sync {
     /// Writes the index atomically (temporary file, fsync, rename); `generation` is the gallery's change counter,
     /// returned again by `load`.
     fn save(&self, path: &Path, generation: u64) -> Result<(), IndexError>;
+    /// Removed entries still held as tombstones (what `consolidate` would free); cheap, unlike `stats`.
+    fn tombstones(&self) -> usize {
+        0
+    }
     /// Drops tombstones from the structure so that their slots can be reused; a no-op where there are none.
     fn consolidate(&self) -> Result<ConsolidationReport, IndexError> {
         Ok(ConsolidationReport::default())
