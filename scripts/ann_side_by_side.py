@@ -87,6 +87,7 @@ def measure_hnswlib(directory, meta):
         search.append({
             "ef": ef,
             "recall": recall_at_k(labels, truth, k),
+            "recall_at_1": recall_at_k(labels, truth, 1),
             "queries_per_second": best,
             "cpu_queries_per_second": best_cpu,
         })

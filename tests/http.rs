@@ -328,3 +328,52 @@ async fn the_openapi_document_lists_exactly_the_served_routes() {
         assert!(!body.contains("route_not_found") && !body.contains("method_not_allowed"), "{method} {path}: {status} {body}");
     }
 }
+
+/// Identification walks the graph with a light effort first; when every template of that short list passes the
+/// threshold, more may lie beyond it and the search must be repeated in full. A person listed twice (two subjects,
+/// two watchlists) with `hnsw_ef_identification = 1` makes the short list full on the first template.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identification_returns_every_alerting_subject_when_the_short_walk_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let gallery = facematch::service::GalleryConfig {
+        data_dir: dir.path().to_path_buf(),
+        hnsw_ef_identification: 1,
+        ..Default::default()
+    };
+    let server = TestServer::start_with(gallery, ServerConfig::default());
+    let client = Client::new();
+    create_watchlist(&client, &server, "wanted", 0.01).await;
+    create_watchlist(&client, &server, "missing", 0.01).await;
+    let twice = photos_of("id02");
+    let mut listed = Vec::new();
+    for (watchlist, photo) in [("wanted", &twice[0]), ("missing", &twice[1])] {
+        let subject = create_subject(&client, &server, watchlist, "id02").await;
+        assert_eq!(enroll(&client, &server, subject, photo).await.status(), StatusCode::CREATED);
+        listed.push(subject);
+    }
+    for id in ["id03", "id04", "id05", "id06"] {
+        let subject = create_subject(&client, &server, "wanted", id).await;
+        assert_eq!(enroll(&client, &server, subject, &photos_of(id)[0]).await.status(), StatusCode::CREATED);
+    }
+
+    let mut checked = 0;
+    for probe in &twice[2..] {
+        let investigated = search(&client, &server, probe, "investigation").await;
+        let alerts: Vec<i64> = investigated["faces"][0]["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["alert"] == true)
+            .map(|c| c["subject_id"].as_i64().unwrap())
+            .collect();
+        let identified = search(&client, &server, probe, "identification").await;
+        let got: Vec<i64> =
+            identified["faces"][0]["candidates"].as_array().unwrap().iter().map(|c| c["subject_id"].as_i64().unwrap()).collect();
+        assert_eq!(got, alerts, "{}: {identified}", probe.display());
+        if alerts.len() == 2 {
+            assert!(listed.iter().all(|s| alerts.contains(s)));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "probes of the twice-listed person alerted on both subjects only {checked} times");
+}

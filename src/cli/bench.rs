@@ -58,6 +58,10 @@ pub struct IndexBenchArgs {
     /// Also measure hnsw_rs on the same vectors.
     #[arg(long)]
     pub compare_hnsw_rs: bool,
+    /// Only the build, load and ef sweep: skip the deletion and filter studies (at 1M they take longer than the
+    /// sweep).
+    #[arg(long)]
+    pub sweep_only: bool,
 }
 
 fn bench_index(args: &IndexBenchArgs) -> anyhow::Result<ExitCode> {
@@ -68,6 +72,8 @@ fn bench_index(args: &IndexBenchArgs) -> anyhow::Result<ExitCode> {
         ef: args.ef.clone(),
         out_dir: args.out.clone(),
         compare_hnsw_rs: args.compare_hnsw_rs,
+        deletion: !args.sweep_only,
+        filter: !args.sweep_only,
         ..Default::default()
     };
     let started = Instant::now();

@@ -52,9 +52,11 @@ fn cpu_rate(point: &EfPoint) -> String {
 }
 
 fn sweep_table(name: &str, points: &[EfPoint]) -> Result<Table, ReportError> {
-    let mut table = Table::new(name, ["ef", "recall@k", "queries/s (wall, 1 thread)", "queries/s per CPU-second"]);
+    let mut table =
+        Table::new(name, ["ef", "recall@k", "recall@1", "queries/s (wall, 1 thread)", "queries/s per CPU-second"]);
     for p in points {
-        table.push_row([p.ef.to_string(), format!("{:.4}", p.recall), rate(p.queries_per_second), cpu_rate(p)])?;
+        let at_1 = p.recall_at_1.map_or_else(|| "-".into(), |r| format!("{r:.4}"));
+        table.push_row([p.ef.to_string(), format!("{:.4}", p.recall), at_1, rate(p.queries_per_second), cpu_rate(p)])?;
     }
     Ok(table)
 }
@@ -235,7 +237,7 @@ mod tests {
     use super::*;
 
     fn point(ef: usize, recall: f64, qps: f64) -> EfPoint {
-        EfPoint { ef, recall, queries_per_second: qps, cpu_queries_per_second: None }
+        EfPoint { ef, recall, recall_at_1: None, queries_per_second: qps, cpu_queries_per_second: None }
     }
 
     #[test]

@@ -163,6 +163,10 @@ impl Default for IndexBenchConfig {
 pub struct EfPoint {
     pub ef: usize,
     pub recall: f64,
+    /// Share of queries whose true nearest neighbour was found: what an identification search with a high threshold
+    /// needs (absent from reports written before it was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recall_at_1: Option<f64>,
     /// Wall-clock rate of one thread.
     pub queries_per_second: f64,
     /// Queries per second of on-CPU time of that thread (Linux), which time-sharing with other processes does not
@@ -325,6 +329,7 @@ impl Timed {
         EfPoint {
             ef,
             recall: recall_at_k(&self.results, truth, k),
+            recall_at_1: Some(recall_at_k(&self.results, truth, 1)),
             queries_per_second: self.queries_per_second,
             cpu_queries_per_second: self.cpu_queries_per_second,
         }
@@ -725,6 +730,7 @@ fn hnsw_rs_side(
         search.push(EfPoint {
             ef,
             recall: recall_at_k(&got, truth, cfg.k),
+            recall_at_1: Some(recall_at_k(&got, truth, 1)),
             queries_per_second: qps,
             cpu_queries_per_second: cpu_qps,
         });

@@ -55,6 +55,11 @@ pub struct GalleryConfig {
     /// gives 0.9895 — docs/ann-index.md; raised
     /// when a search needs more candidates).
     pub hnsw_ef_search: usize,
+    /// HNSW search effort of identification-mode searches that decide on the top-1 score (default 64): they need only
+    /// the templates above a threshold, the nearest ones, which the graph finds at a lower effort (recall@1 0.99+ at
+    /// 1M where recall@10 needs 256; docs/benchmarks.md). When every template found passes the threshold, the search
+    /// is repeated at `hnsw_ef_search`. Set it equal to `hnsw_ef_search` to walk identification searches in full.
+    pub hnsw_ef_identification: usize,
     /// With `index = "exact"`: scan int8 copies of the templates first and re-rank a shortlist of 10·k exactly
     /// (default false; faster at large sizes, recall measured by `facematch bench index`).
     pub exact_int8_prefilter: bool,
@@ -81,6 +86,7 @@ impl Default for GalleryConfig {
             hnsw_m: 16,
             hnsw_ef_construction: 200,
             hnsw_ef_search: 256,
+            hnsw_ef_identification: 64,
             exact_int8_prefilter: false,
             consolidate_deleted_share: 0.2,
             default_k: 50,

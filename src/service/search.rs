@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::detect::{BoundingBox, Landmarks};
 use crate::embed::{normalise, Embedding};
 use crate::gallery::Watchlist;
-use crate::index::{LabelFilter, SearchParams};
+use crate::index::{LabelFilter, Neighbour, SearchParams};
 use crate::pipeline::{Analysis, AnalyzeOptions, AnalyzedFace, StageTimings};
 use crate::quality::FaceQuality;
 
@@ -318,13 +318,10 @@ impl WatchlistService {
             ef: Some(self.config.hnsw_ef_search.max(k_templates)),
             filter: context.filter.clone(),
         };
-        let mut neighbours = self.index.search(query, &params)?;
-        if let Some(floor) = context.identification_floor {
-            // Identification with the top-1 statistic: a template below every watchlist's threshold can never be
-            // returned, so it is dropped before the store is asked who owns it. A checkpoint search of a traveller
-            // who is on no list then costs the index walk only.
-            neighbours.retain(|n| n.similarity >= floor);
-        }
+        let neighbours = match context.identification_floor {
+            Some(floor) => self.templates_above(query, floor, params)?,
+            None => self.index.search(query, &params)?,
+        };
         let keys: Vec<i64> = neighbours.iter().map(|n| n.key as i64).collect();
         let owners = self.store.template_owners(&keys)?;
         // Best template per subject; keys without an owner were deleted after the index answered.
@@ -375,6 +372,24 @@ impl WatchlistService {
             }
         }
         Ok(out)
+    }
+
+    /// Identification with the top-1 statistic: only templates at or above `floor` (the lowest threshold of the
+    /// searched watchlists) can be returned, so the walk first asks for a short list at the lighter
+    /// `hnsw_ef_identification` effort — the nearest templates, which a graph finds far more reliably than the whole
+    /// top 10 (recall@1 in docs/benchmarks.md). Only when every template of that short list passes the floor may more
+    /// lie beyond it, and the search is repeated with the full `params`. Templates below the floor are dropped before
+    /// the store is asked who owns them, so a checkpoint search of a traveller who is on no list costs the short
+    /// walk only — and at a million templates a short walk also leaves the models' working set in the caches.
+    fn templates_above(&self, query: &[f32], floor: f32, params: SearchParams) -> Result<Vec<Neighbour>, ServiceError> {
+        let ef = self.config.hnsw_ef_identification.clamp(1, params.ef.unwrap_or(usize::MAX));
+        let short = SearchParams { k: params.k.min(ef), ef: Some(ef), filter: params.filter.clone() };
+        let mut neighbours = self.index.search(query, &short)?;
+        if short.k < params.k && neighbours.len() == short.k && neighbours.iter().all(|n| n.similarity >= floor) {
+            neighbours = self.index.search(query, &params)?;
+        }
+        neighbours.retain(|n| n.similarity >= floor);
+        Ok(neighbours)
     }
 
     /// Audit entry of a search: who, why, what was asked and which subjects came back — never embeddings or photos.

@@ -78,10 +78,16 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(data_dir: &std::path::Path, server: facematch::http::ServerConfig) -> TestServer {
+        let gallery = facematch::service::GalleryConfig { data_dir: data_dir.to_path_buf(), ..Default::default() };
+        TestServer::start_with(gallery, server)
+    }
+
+    /// A server with these gallery settings (`gallery.data_dir` is the data directory).
+    pub fn start_with(gallery: facematch::service::GalleryConfig, server: facematch::http::ServerConfig) -> TestServer {
         use std::sync::Arc;
+        let data_dir = gallery.data_dir.clone();
         let config = config_for("face-reid-retail-0095");
         let pipeline = Arc::new(pipeline("face-reid-retail-0095"));
-        let gallery = facematch::service::GalleryConfig { data_dir: data_dir.to_path_buf(), ..Default::default() };
         let service = Arc::new(facematch::service::WatchlistService::open(pipeline, gallery, config.quality).expect("service opens"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -99,7 +105,7 @@ impl TestServer {
             });
         });
         let addr = addr_rx.recv().expect("server bound");
-        TestServer { base: format!("http://{addr}"), data_dir: data_dir.to_path_buf(), shutdown: Some(tx), handle: Some(handle) }
+        TestServer { base: format!("http://{addr}"), data_dir, shutdown: Some(tx), handle: Some(handle) }
     }
 
     pub fn url(&self, path: &str) -> String {
