@@ -329,15 +329,15 @@ async fn the_openapi_document_lists_exactly_the_served_routes() {
     }
 }
 
-/// Identification walks the graph with a light effort first; when every template of that short list passes the
-/// threshold, more may lie beyond it and the search must be repeated in full. A person listed twice (two subjects,
-/// two watchlists) with `hnsw_ef_identification = 1` makes the short list full on the first template.
+/// With the opt-in short walk, identification first asks the graph for one template (`hnsw_ef_identification = 1`);
+/// a best template near the threshold must make it repeat the search in full, or a person listed twice (two
+/// subjects, two watchlists) would come back once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn identification_returns_every_alerting_subject_when_the_short_walk_is_full() {
+async fn identification_with_a_short_walk_still_returns_every_alerting_subject() {
     let dir = tempfile::tempdir().unwrap();
     let gallery = facematch::service::GalleryConfig {
         data_dir: dir.path().to_path_buf(),
-        hnsw_ef_identification: 1,
+        hnsw_ef_identification: Some(1),
         ..Default::default()
     };
     let server = TestServer::start_with(gallery, ServerConfig::default());

@@ -52,11 +52,21 @@ fn cpu_rate(point: &EfPoint) -> String {
 }
 
 fn sweep_table(name: &str, points: &[EfPoint]) -> Result<Table, ReportError> {
-    let mut table =
-        Table::new(name, ["ef", "recall@k", "recall@1", "queries/s (wall, 1 thread)", "queries/s per CPU-second"]);
+    let mut table = Table::new(
+        name,
+        ["ef", "recall@k", "recall@1", "top-1 shortfall p99 / max", "queries/s (wall, 1 thread)", "queries/s per CPU-second"],
+    );
     for p in points {
         let at_1 = p.recall_at_1.map_or_else(|| "-".into(), |r| format!("{r:.4}"));
-        table.push_row([p.ef.to_string(), format!("{:.4}", p.recall), at_1, rate(p.queries_per_second), cpu_rate(p)])?;
+        let shortfall = p.top1_shortfall.map_or_else(|| "-".into(), |s| format!("{:.4} / {:.4}", s.p99, s.max));
+        table.push_row([
+            p.ef.to_string(),
+            format!("{:.4}", p.recall),
+            at_1,
+            shortfall,
+            rate(p.queries_per_second),
+            cpu_rate(p),
+        ])?;
     }
     Ok(table)
 }
@@ -237,7 +247,7 @@ mod tests {
     use super::*;
 
     fn point(ef: usize, recall: f64, qps: f64) -> EfPoint {
-        EfPoint { ef, recall, recall_at_1: None, queries_per_second: qps, cpu_queries_per_second: None }
+        EfPoint { ef, recall, recall_at_1: None, top1_shortfall: None, queries_per_second: qps, cpu_queries_per_second: None }
     }
 
     #[test]

@@ -55,11 +55,17 @@ pub struct GalleryConfig {
     /// gives 0.9895 — docs/ann-index.md; raised
     /// when a search needs more candidates).
     pub hnsw_ef_search: usize,
-    /// HNSW search effort of identification-mode searches that decide on the top-1 score (default 64): they need only
-    /// the templates above a threshold, the nearest ones, which the graph finds at a lower effort (recall@1 0.99+ at
-    /// 1M where recall@10 needs 256; docs/benchmarks.md). When every template found passes the threshold, the search
-    /// is repeated at `hnsw_ef_search`. Set it equal to `hnsw_ef_search` to walk identification searches in full.
-    pub hnsw_ef_identification: usize,
+    /// Opt-in: HNSW search effort of a first, short walk for identification-mode searches that decide on the top-1
+    /// score (default none: every search walks at `hnsw_ef_search`). A traveller whose nearest template found lies
+    /// more than `hnsw_identification_margin` below every alert threshold is then answered "no match" from the short
+    /// walk; any other search is repeated in full. At a million templates ef 64 gives about 10 % more searches per
+    /// second at concurrency 8, but on clustered synthetic templates it misses the true nearest for 6 % of queries,
+    /// some by 0.4 cosine (docs/benchmarks.md): enable it only after measuring recall@1 and the top-1 shortfall on
+    /// your own gallery (`facematch bench index` reports both).
+    pub hnsw_ef_identification: Option<usize>,
+    /// How close (cosine) to the lowest alert threshold the short walk's best template may come before the search
+    /// is repeated in full (default 0.1); it must exceed the top-1 shortfall measured at that effort.
+    pub hnsw_identification_margin: f32,
     /// With `index = "exact"`: scan int8 copies of the templates first and re-rank a shortlist of 10·k exactly
     /// (default false; faster at large sizes, recall measured by `facematch bench index`).
     pub exact_int8_prefilter: bool,
@@ -86,7 +92,8 @@ impl Default for GalleryConfig {
             hnsw_m: 16,
             hnsw_ef_construction: 200,
             hnsw_ef_search: 256,
-            hnsw_ef_identification: 64,
+            hnsw_ef_identification: None,
+            hnsw_identification_margin: 0.1,
             exact_int8_prefilter: false,
             consolidate_deleted_share: 0.2,
             default_k: 50,

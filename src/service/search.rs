@@ -318,9 +318,14 @@ impl WatchlistService {
             ef: Some(self.config.hnsw_ef_search.max(k_templates)),
             filter: context.filter.clone(),
         };
-        let neighbours = match context.identification_floor {
-            Some(floor) => self.templates_above(query, floor, params)?,
-            None => self.index.search(query, &params)?,
+        let neighbours = match (context.identification_floor, self.config.hnsw_ef_identification) {
+            (Some(floor), Some(short_ef)) => self.templates_above(query, floor, short_ef, params)?,
+            (Some(floor), None) => {
+                let mut neighbours = self.index.search(query, &params)?;
+                neighbours.retain(|n| n.similarity >= floor);
+                neighbours
+            }
+            (None, _) => self.index.search(query, &params)?,
         };
         let keys: Vec<i64> = neighbours.iter().map(|n| n.key as i64).collect();
         let owners = self.store.template_owners(&keys)?;
@@ -375,17 +380,25 @@ impl WatchlistService {
     }
 
     /// Identification with the top-1 statistic: only templates at or above `floor` (the lowest threshold of the
-    /// searched watchlists) can be returned, so the walk first asks for a short list at the lighter
-    /// `hnsw_ef_identification` effort — the nearest templates, which a graph finds far more reliably than the whole
-    /// top 10 (recall@1 in docs/benchmarks.md). Only when every template of that short list passes the floor may more
-    /// lie beyond it, and the search is repeated with the full `params`. Templates below the floor are dropped before
-    /// the store is asked who owns them, so a checkpoint search of a traveller who is on no list costs the short
-    /// walk only — and at a million templates a short walk also leaves the models' working set in the caches.
-    fn templates_above(&self, query: &[f32], floor: f32, params: SearchParams) -> Result<Vec<Neighbour>, ServiceError> {
-        let ef = self.config.hnsw_ef_identification.clamp(1, params.ef.unwrap_or(usize::MAX));
+    /// searched watchlists) can be returned, and they are dropped below it before the store is asked who owns them,
+    /// so a checkpoint search of a traveller who is on no list costs the index walk only.
+    ///
+    /// With `hnsw_ef_identification` set, the walk is first a short one at that effort; whenever the best template
+    /// it finds comes within `hnsw_identification_margin` of the floor, the search is repeated in full (`params`),
+    /// so every search that can alert gets the full walk's answer — provided the short walk's best never falls
+    /// further below the true nearest than the margin, which is what a site must measure before enabling it.
+    fn templates_above(
+        &self,
+        query: &[f32],
+        floor: f32,
+        short_ef: usize,
+        params: SearchParams,
+    ) -> Result<Vec<Neighbour>, ServiceError> {
+        let ef = short_ef.clamp(1, params.ef.unwrap_or(usize::MAX));
         let short = SearchParams { k: params.k.min(ef), ef: Some(ef), filter: params.filter.clone() };
         let mut neighbours = self.index.search(query, &short)?;
-        if short.k < params.k && neighbours.len() == short.k && neighbours.iter().all(|n| n.similarity >= floor) {
+        let best = neighbours.iter().map(|n| n.similarity).reduce(f32::max);
+        if best.is_some_and(|b| b >= floor - self.config.hnsw_identification_margin) {
             neighbours = self.index.search(query, &params)?;
         }
         neighbours.retain(|n| n.similarity >= floor);
