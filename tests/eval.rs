@@ -131,7 +131,7 @@ fn verify_and_identify(recognizer: &str, min_accuracy: f64, min_rank1: f64) {
     assert!(rank1 >= min_rank1, "{recognizer} rank-1 {rank1}");
     assert!(rank_rates.windows(2).all(|w| w[0][1].as_f64() <= w[1][1].as_f64()), "CMC never falls");
     assert_eq!(summary["fnir_at_fpir"][0]["status"], "not_measurable");
-    assert_eq!(summary["statistic"], serde_json::json!({"statistic": "margin", "cohort": 5}));
+    assert_eq!(summary["statistic"], serde_json::json!({"name": "margin", "cohort": 5}));
     let sizes: Vec<u64> =
         summary["gallery_sizes"].as_array().unwrap().iter().map(|g| g["gallery_size"].as_u64().unwrap()).collect();
     let base = identities.len() as u64;

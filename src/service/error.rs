@@ -47,6 +47,8 @@ pub enum ServiceError {
     InvalidRequest(String),
     #[error("calibration in the model manifest is invalid")]
     Calibration(#[source] crate::eval::metrics::MetricError),
+    #[error("calibration in the model manifest names an unusable decision statistic")]
+    Statistic(#[source] crate::eval::decision::DecisionError),
     #[error("data directory {path}: cannot be created")]
     DataDir {
         path: PathBuf,
@@ -74,7 +76,7 @@ impl ServiceError {
             ServiceError::EmbeddingDimension { .. } => "dimension_mismatch",
             ServiceError::InvalidEmbedding => "invalid_embedding",
             ServiceError::InvalidRequest(_) => "invalid_request",
-            ServiceError::Calibration(_) => "calibration_invalid",
+            ServiceError::Calibration(_) | ServiceError::Statistic(_) => "calibration_invalid",
             ServiceError::DataDir { .. } => "data_dir_unavailable",
             ServiceError::Thumbnail(_) => "internal_error",
         }
@@ -107,7 +109,7 @@ impl ServiceError {
             | ServiceError::InvalidEmbedding => ErrorKind::Unprocessable,
             ServiceError::DuplicatePhoto { .. } => ErrorKind::Conflict,
             ServiceError::InvalidRequest(_) => ErrorKind::BadRequest,
-            ServiceError::Calibration(_) | ServiceError::DataDir { .. } | ServiceError::Thumbnail(_) => ErrorKind::Internal,
+            ServiceError::Calibration(_) | ServiceError::Statistic(_) | ServiceError::DataDir { .. } | ServiceError::Thumbnail(_) => ErrorKind::Internal,
         }
     }
 }

@@ -310,7 +310,7 @@ impl WatchlistService {
     /// Ranked candidates for one query vector.
     fn candidates(&self, query: &[f32], request: &SearchRequest, context: &SearchContext) -> Result<Vec<Candidate>, ServiceError> {
         let statistic = self.statistic();
-        let depth = context.k.max(statistic.depth());
+        let depth = context.k.max(statistic.candidates_needed());
         // Subjects may hold several templates; ask for more templates than subjects needed.
         let k_templates = depth * 3 + 8;
         let params = SearchParams {
@@ -340,7 +340,7 @@ impl WatchlistService {
         }
         best.truncate(depth);
         let ranked: Vec<f32> = best.iter().map(|b| b.2).collect();
-        let decision = statistic.evaluate(&ranked);
+        let decision = statistic.decide(&ranked);
         let ids: Vec<i64> = best.iter().map(|b| b.0).collect();
         let subjects = self.store.subjects_by_ids(&ids)?;
         let verify = self.pipeline.recognizer().manifest().thresholds.as_ref().map(|t| t.verify).unwrap_or(1.0);
