@@ -165,4 +165,20 @@ mod tests {
         assert_eq!(config.models.detector, "yunet-2023mar");
         assert_eq!(config.runtime.intra_threads, 1);
     }
+
+    /// docs/config.md promises every default: its example must parse with today's keys and say exactly what the
+    /// code does (the core-dependent counts are documented for a 2-core machine).
+    #[test]
+    fn the_documented_example_is_the_defaults() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.md")).unwrap();
+        let block = text.split("```toml").nth(1).and_then(|rest| rest.split("```").next()).expect("a toml block");
+        let documented: Config = toml::from_str(block).expect("docs/config.md parses with today's keys");
+        let mut documented = toml::Value::try_from(&documented).unwrap();
+        let mut defaults = toml::Value::try_from(Config::default()).unwrap();
+        for value in [&mut documented, &mut defaults] {
+            value["runtime"]["sessions"] = toml::Value::Integer(0);
+            value["server"]["max_concurrent_analyses"] = toml::Value::Integer(0);
+        }
+        assert_eq!(documented, defaults);
+    }
 }
