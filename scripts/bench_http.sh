@@ -144,6 +144,13 @@ stop_server() {
   shutdown_s="$(since "$t0")"
 }
 
+# pipeline_alone SIZE WHEN NAME: the baseline, 2 threads on the probe for 20 s, into $out/NAME.{json,log}.
+pipeline_alone() {
+  say "gallery $1: pipeline alone on 2 threads, $2 the load (load average $(load_average))"
+  "${measure_cmd[@]}" "$bin" bench pipeline-throughput --photo "$probe" --threads 2 --seconds 20 --warmup 2 \
+    >"$out/$3.json" 2>"$out/$3.log"
+}
+
 sizes=(10000)
 [ "${FACEMATCH_BENCH_1M:-0}" = 1 ] && sizes+=(1000000)
 for size in "${sizes[@]}"; do
@@ -162,9 +169,7 @@ for size in "${sizes[@]}"; do
   fi
   [ "${FACEMATCH_BENCH_KEEP_INDEX:-0}" = 1 ] || rm -f "$data"/index-*.bin
 
-  say "gallery $size: pipeline alone on 2 threads, before the load (load average $(load_average))"
-  "${measure_cmd[@]}" "$bin" bench pipeline-throughput --photo "$probe" --threads 2 --seconds 20 --warmup 2 \
-    >"$out/pipeline-before-$size.json" 2>"$out/pipeline-before-$size.log"
+  pipeline_alone "$size" before "pipeline-before-$size"
 
   say "gallery $size: first start"
   start_server "$data" "$out/serve-$size-first.log"
@@ -184,9 +189,7 @@ for size in "${sizes[@]}"; do
   stop_server
   first_stop_s="$shutdown_s"
 
-  say "gallery $size: pipeline alone on 2 threads, after the load (load average $(load_average))"
-  "${measure_cmd[@]}" "$bin" bench pipeline-throughput --photo "$probe" --threads 2 --seconds 20 --warmup 2 \
-    >"$out/pipeline-alone-$size.json" 2>"$out/pipeline-alone-$size.log"
+  pipeline_alone "$size" after "pipeline-alone-$size"
 
   say "gallery $size: second start (index loaded from its file)"
   start_server "$data" "$out/serve-$size-second.log"

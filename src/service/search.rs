@@ -318,14 +318,9 @@ impl WatchlistService {
             ef: Some(self.config.hnsw_ef_search.max(k_templates)),
             filter: context.filter.clone(),
         };
-        let neighbours = match (context.identification_floor, self.config.hnsw_ef_identification) {
-            (Some(floor), Some(short_ef)) => self.templates_above(query, floor, short_ef, params)?,
-            (Some(floor), None) => {
-                let mut neighbours = self.index.search(query, &params)?;
-                neighbours.retain(|n| n.similarity >= floor);
-                neighbours
-            }
-            (None, _) => self.index.search(query, &params)?,
+        let neighbours = match context.identification_floor {
+            Some(floor) => self.templates_above(query, floor, params)?,
+            None => self.index.search(query, &params)?,
         };
         let keys: Vec<i64> = neighbours.iter().map(|n| n.key as i64).collect();
         let owners = self.store.template_owners(&keys)?;
@@ -387,20 +382,21 @@ impl WatchlistService {
     /// it finds comes within `hnsw_identification_margin` of the floor, the search is repeated in full (`params`),
     /// so every search that can alert gets the full walk's answer — provided the short walk's best never falls
     /// further below the true nearest than the margin, which is what a site must measure before enabling it.
-    fn templates_above(
-        &self,
-        query: &[f32],
-        floor: f32,
-        short_ef: usize,
-        params: SearchParams,
-    ) -> Result<Vec<Neighbour>, ServiceError> {
-        let ef = short_ef.clamp(1, params.ef.unwrap_or(usize::MAX));
-        let short = SearchParams { k: params.k.min(ef), ef: Some(ef), filter: params.filter.clone() };
-        let mut neighbours = self.index.search(query, &short)?;
-        let best = neighbours.iter().map(|n| n.similarity).reduce(f32::max);
-        if best.is_some_and(|b| b >= floor - self.config.hnsw_identification_margin) {
-            neighbours = self.index.search(query, &params)?;
-        }
+    fn templates_above(&self, query: &[f32], floor: f32, params: SearchParams) -> Result<Vec<Neighbour>, ServiceError> {
+        let mut neighbours = match self.config.hnsw_ef_identification {
+            Some(short_ef) => {
+                let ef = short_ef.clamp(1, params.ef.unwrap_or(usize::MAX));
+                let short = SearchParams { k: params.k.min(ef), ef: Some(ef), filter: params.filter.clone() };
+                let found = self.index.search(query, &short)?;
+                let best = found.iter().map(|n| n.similarity).reduce(f32::max);
+                if best.is_some_and(|b| b >= floor - self.config.hnsw_identification_margin) {
+                    self.index.search(query, &params)?
+                } else {
+                    found
+                }
+            }
+            None => self.index.search(query, &params)?,
+        };
         neighbours.retain(|n| n.similarity >= floor);
         Ok(neighbours)
     }
