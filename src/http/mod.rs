@@ -1,6 +1,7 @@
 //! The HTTP edge: `app(state) -> Router`, `serve(listener, shutdown)`, and the admission control that keeps heavy
 //! photo work bounded. Handlers are thin: parse, call the service core off the async runtime, map errors.
 
+mod admission;
 mod error;
 mod handlers;
 pub use handlers::ROUTES;
@@ -18,8 +19,8 @@ use axum::response::Response;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
+pub use admission::Admission;
 pub use error::ApiError;
 
 use crate::service::WatchlistService;
@@ -32,10 +33,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest request body in bytes (default 30 MiB; photos are further limited by `limits.max_bytes`).
     pub max_body_bytes: usize,
-    /// Photo analyses running at once (default: number of cores + 1, so that a core never idles while one analysis
-    /// hands over to the next; measured +5 % searches/s at concurrency 8 on 2 cores, docs/benchmarks.md).
+    /// Analysis threads, i.e. photo analyses running at once (default: number of cores + 1; on 2 cores three
+    /// threads measured ahead of two, pinned or not, at concurrency 8: docs/benchmarks.md). Pair it with
+    /// `runtime.sessions`, or analyses wait for a session.
     pub max_concurrent_analyses: usize,
-    /// Analyses allowed to wait for a slot before requests are refused with 503 + Retry-After (default 32).
+    /// Analyses allowed to wait for a thread before requests are refused with 503 + Retry-After (default 32).
     pub max_queued_analyses: usize,
 }
 
@@ -48,27 +50,6 @@ impl Default for ServerConfig {
             max_concurrent_analyses: cores + 1,
             max_queued_analyses: 32,
         }
-    }
-}
-
-/// Bounded admission of CPU-heavy work: a request first takes a ticket (running + queued), or is refused with 503;
-/// then waits for one of the running slots. Work never piles up without bound.
-#[derive(Clone)]
-pub struct Admission {
-    tickets: Arc<Semaphore>,
-    slots: Arc<Semaphore>,
-}
-
-impl Admission {
-    pub fn new(running: usize, queued: usize) -> Admission {
-        Admission { tickets: Arc::new(Semaphore::new(running.max(1) + queued)), slots: Arc::new(Semaphore::new(running.max(1))) }
-    }
-
-    /// Runs `work` on the blocking pool once admitted.
-    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-        let _ticket = self.tickets.clone().try_acquire_owned().map_err(|_| ApiError::busy())?;
-        let _slot = self.slots.clone().acquire_owned().await.map_err(|_| ApiError::busy())?;
-        tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::internal(format!("worker failed: {e}")))
     }
 }
 

@@ -124,8 +124,8 @@ impl WatchlistService {
     }
 
     /// The CPU-heavy half of [`Self::search_photo`]: faces, quality and embeddings of the probe photo. The HTTP
-    /// layer runs it under admission control and the rest (index, store reads, audit commit) outside it, so a core
-    /// never idles on the audit's disk sync while photos wait.
+    /// layer runs it on an analysis thread and the rest (index, store reads, audit commit) on the blocking pool, so
+    /// an analysis thread never idles on the audit's disk sync while photos wait (measured: docs/benchmarks.md).
     pub fn analyze_probe(&self, photo: &[u8], request: &SearchRequest) -> Result<Analysis, ServiceError> {
         Ok(self.pipeline.analyze_bytes(photo, AnalyzeOptions { min_face_px: request.min_face_px, max_faces: Some(64) })?)
     }

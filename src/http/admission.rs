@@ -1,0 +1,203 @@
+//! Admission control for CPU-heavy photo work: a bounded number of tickets (running + queued, refused with 503
+//! beyond) and a fixed set of analysis threads that take queued work straight from one shared queue.
+//!
+//! Why dedicated threads rather than a semaphore in front of `spawn_blocking`: with a semaphore, the moment one
+//! analysis ends, the next one starts only after an async task is woken to take the freed permit and hands the work
+//! to a blocking thread — two thread wake-ups on cores the other analyses keep busy. Here a thread that finishes one
+//! analysis pops the next itself. Measured on 2 cores at concurrency 8 against the semaphore: about +5 % searches/s
+//! (docs/benchmarks.md, where also three threads on two cores measured ahead of two, pinned to cores or not).
+
+use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::{oneshot, Semaphore};
+
+use super::ApiError;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Bounded admission of CPU-heavy work: a request takes a ticket (running + queued) or is refused with 503, then
+/// its work runs on the first free analysis thread. Work never piles up without bound.
+#[derive(Clone)]
+pub struct Admission {
+    tickets: Arc<Semaphore>,
+    pool: Arc<AnalysisPool>,
+}
+
+impl Admission {
+    /// `running` analysis threads and room for `queued` more requests waiting for one.
+    pub fn new(running: usize, queued: usize) -> Admission {
+        let running = running.max(1);
+        Admission { tickets: Arc::new(Semaphore::new(running + queued)), pool: Arc::new(AnalysisPool::start(running)) }
+    }
+
+    /// Runs `work` on an analysis thread once admitted. If the caller goes away while the work still waits in the
+    /// queue (a client that gave up), the work is skipped.
+    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+        let _ticket = self.tickets.clone().try_acquire_owned().map_err(|_| ApiError::busy())?;
+        let (reply, answer) = oneshot::channel();
+        self.pool.submit(Box::new(move || {
+            if reply.is_closed() {
+                return;
+            }
+            let _ = reply.send(panic::catch_unwind(AssertUnwindSafe(work)));
+        }));
+        match answer.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_panic)) => Err(ApiError::internal("photo analysis failed unexpectedly")),
+            Err(_) => Err(ApiError::internal("analysis thread stopped")),
+        }
+    }
+}
+
+/// A fixed set of threads running queued jobs in arrival order; stops its threads when dropped.
+struct AnalysisPool {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    queued: Condvar,
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl AnalysisPool {
+    fn start(threads: usize) -> AnalysisPool {
+        let shared = Arc::new(Shared { queue: Mutex::new(Queue { jobs: VecDeque::new(), closed: false }), queued: Condvar::new() });
+        let threads = (0..threads)
+            .map(|n| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("analysis-{n}"))
+                    .spawn(move || shared.work())
+                    .expect("cannot start an analysis thread")
+            })
+            .collect();
+        AnalysisPool { shared, threads }
+    }
+
+    fn submit(&self, job: Job) {
+        self.shared.queue.lock().jobs.push_back(job);
+        self.shared.queued.notify_one();
+    }
+}
+
+impl Shared {
+    fn work(&self) {
+        loop {
+            let job = {
+                let mut queue = self.queue.lock();
+                loop {
+                    if let Some(job) = queue.jobs.pop_front() {
+                        break job;
+                    }
+                    if queue.closed {
+                        return;
+                    }
+                    self.queued.wait(&mut queue);
+                }
+            };
+            // Jobs catch their own panics (see `Admission::run`), so one bad photo never takes a thread down.
+            job();
+        }
+    }
+}
+
+impl Drop for AnalysisPool {
+    /// Lets queued jobs finish, then joins the threads.
+    fn drop(&mut self) {
+        self.shared.queue.lock().closed = true;
+        self.shared.queued.notify_all();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_work_on_named_analysis_threads_and_returns_its_value() {
+        let admission = Admission::new(2, 4);
+        let name = admission.run(|| std::thread::current().name().map(str::to_owned)).await.unwrap();
+        assert!(name.is_some_and(|n| n.starts_with("analysis-")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refuses_with_503_once_running_and_queued_are_full() {
+        let admission = Admission::new(1, 1);
+        let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let hold = |gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>| {
+            move || {
+                let (open, cv) = &*gate;
+                let mut open = open.lock().unwrap();
+                while !*open {
+                    open = cv.wait(open).unwrap();
+                }
+            }
+        };
+        let first = tokio::spawn({
+            let a = admission.clone();
+            let h = hold(gate.clone());
+            async move { a.run(h).await }
+        });
+        let second = tokio::spawn({
+            let a = admission.clone();
+            let h = hold(gate.clone());
+            async move { a.run(h).await }
+        });
+        // Both tickets are taken once the two tasks have submitted; a third request must be refused at once.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while admission.tickets.available_permits() > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("both requests admitted");
+        let refused = admission.run(|| ()).await.unwrap_err();
+        assert_eq!(refused.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        {
+            let (open, cv) = &*gate;
+            *open.lock().unwrap() = true;
+            cv.notify_all();
+        }
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
+        assert_eq!(admission.tickets.available_permits(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_analysis_is_an_internal_error_and_the_thread_lives_on() {
+        let admission = Admission::new(1, 2);
+        let err = admission.run(|| panic!("bad photo")).await.unwrap_err();
+        assert_eq!(err.status, axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(admission.run(|| 7).await.unwrap(), 7);
+    }
+
+    #[test]
+    fn dropping_the_pool_finishes_queued_jobs_and_joins_its_threads() {
+        let done = Arc::new(AtomicUsize::new(0));
+        let pool = AnalysisPool::start(2);
+        for _ in 0..10 {
+            let done = done.clone();
+            pool.submit(Box::new(move || {
+                std::thread::sleep(Duration::from_millis(2));
+                done.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        drop(pool);
+        assert_eq!(done.load(Ordering::SeqCst), 10);
+    }
+}
