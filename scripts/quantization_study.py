@@ -1,0 +1,95 @@
+"""Int8 study of a recognizer: static QDQ quantisation with onnxruntime, then its speed and accuracy against fp32.
+
+Measures, does not ship: the quantised file goes to --out (default /tmp/facematch-int8), never into models/.
+Calibration: aligned crops of 300 seeded photos of the first half (alphabetical) of lfw-dev's identities.
+Test: every photo of the second half's identities with at least 2 photos; all mated pairs and all non-mated pairs;
+TAR at FAR 1e-2/1e-3/1e-4, and the cosine between the fp32 and int8 embeddings of the same crop.
+Speed: one intra-op thread, the two sessions alternating, 5 rounds of 100 runs on one crop, median per face.
+
+    .venv/bin/python scripts/quantization_study.py dlib-resnet-v1 [--shared ../shared] [--out DIR]
+"""
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference_pipeline as rp
+from onnxruntime.quantization import quantize_static, CalibrationDataReader, QuantFormat, QuantType
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+parser = argparse.ArgumentParser(description="int8 study of a recognizer")
+parser.add_argument("recognizer", choices=sorted(rp.RECOGNIZERS))
+parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared")
+parser.add_argument("--out", type=Path, default=Path("/tmp/facematch-int8"))
+args = parser.parse_args()
+rid = args.recognizer
+args.out.mkdir(parents=True, exist_ok=True)
+models = Path(__file__).resolve().parent.parent / "models"
+pipe = rp.Pipeline(rid, models)
+spec = rp.RECOGNIZERS[rid]
+lfw = args.shared / "faces" / "lfw-dev"
+people = sorted(p for p in lfw.iterdir() if p.is_dir())
+half = len(people) // 2
+calib_people, test_people = people[:half], people[half:]
+random.seed(1)
+calib_photos = random.sample([f for p in calib_people for f in sorted(p.iterdir())], 300)
+crops = [c for c in (pipe.aligned_crop(f) for f in calib_photos) if c is not None]
+print("calibration crops", len(crops), flush=True)
+
+class Reader(CalibrationDataReader):
+    def __init__(self): self.it = iter([{pipe.recognizer.input_name: pipe.recognizer.to_blob(c)} for c in crops])
+    def get_next(self): return next(self.it, None)
+
+src = models / spec.file
+pre = args.out / f"{rid}-pre.onnx"
+q = args.out / f"{rid}-int8.onnx"
+quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+def session(path):
+    o = ort.SessionOptions(); o.intra_op_num_threads = 1; o.inter_op_num_threads = 1
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+s32, s8 = session(src), session(q)
+name = pipe.recognizer.input_name
+blob = pipe.recognizer.to_blob(crops[0])
+for s in (s32, s8): [s.run(None, {name: blob}) for _ in range(20)]
+t = {"fp32": [], "int8": []}
+for r in range(5):
+    for k, s in (("fp32", s32), ("int8", s8)):
+        t0 = time.perf_counter()
+        for _ in range(100): s.run(None, {name: blob})
+        t[k].append((time.perf_counter() - t0) * 10)
+print("embed ms per face (median of 5x100):", {k: round(float(np.median(v)), 3) for k, v in t.items()}, flush=True)
+
+# accuracy on held-out identities: every photo of test people with >= 2 photos, all mated pairs + seeded non-mated
+emb32, emb8, ids = [], [], []
+for p in test_people:
+    files = sorted(p.iterdir())
+    if len(files) < 2: continue
+    for f in files:
+        c = pipe.aligned_crop(f)
+        if c is None: continue
+        b = pipe.recognizer.to_blob(c)
+        emb32.append(rp.normalise(s32.run(None, {name: b})[0].reshape(-1)))
+        emb8.append(rp.normalise(s8.run(None, {name: b})[0].reshape(-1)))
+        ids.append(p.name)
+E32, E8 = np.array(emb32), np.array(emb8); ids = np.array(ids)
+print("photos", len(ids), "identities", len(set(ids)), "same-crop cosine fp32 vs int8: min %.4f median %.4f" % (
+    float(np.min(np.sum(E32 * E8, 1))), float(np.median(np.sum(E32 * E8, 1)))))
+same = ids[:, None] == ids[None, :]
+iu = np.triu_indices(len(ids), 1)
+for tag, E in (("fp32", E32), ("int8", E8)):
+    S = E @ E.T
+    m, n = S[iu][same[iu]], S[iu][~same[iu]]
+    out = []
+    for far in (1e-2, 1e-3, 1e-4):
+        thr = np.quantile(n, 1 - far)
+        out.append("TAR@FAR%g=%.4f" % (far, float(np.mean(m > thr))))
+    print(tag, "mated", len(m), "non-mated", len(n), " ".join(out), flush=True)
