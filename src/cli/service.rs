@@ -158,7 +158,8 @@ pub fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(server.listen).await.with_context(|| format!("listen on {}", server.listen))?;
-        http::serve(listener, AppState::new(service, server), http::shutdown_signal()).await?;
+        let state = AppState::new(service, server).context("start the analysis threads")?;
+        http::serve(listener, state, http::shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -29,9 +29,9 @@ pub struct Admission {
 
 impl Admission {
     /// `running` analysis threads and room for `queued` more requests waiting for one.
-    pub fn new(running: usize, queued: usize) -> Admission {
+    pub fn new(running: usize, queued: usize) -> std::io::Result<Admission> {
         let running = running.max(1);
-        Admission { tickets: Arc::new(Semaphore::new(running + queued)), pool: Arc::new(AnalysisPool::start(running)) }
+        Ok(Admission { tickets: Arc::new(Semaphore::new(running + queued)), pool: Arc::new(AnalysisPool::start(running)?) })
     }
 
     /// Runs `work` on an analysis thread once admitted. If the caller goes away while the work still waits in the
@@ -70,18 +70,15 @@ struct Queue {
 }
 
 impl AnalysisPool {
-    fn start(threads: usize) -> AnalysisPool {
+    /// Starts `threads` threads; if one cannot be started, those already running are stopped (by `Drop`).
+    fn start(threads: usize) -> std::io::Result<AnalysisPool> {
         let shared = Arc::new(Shared { queue: Mutex::new(Queue { jobs: VecDeque::new(), closed: false }), queued: Condvar::new() });
-        let threads = (0..threads)
-            .map(|n| {
-                let shared = shared.clone();
-                std::thread::Builder::new()
-                    .name(format!("analysis-{n}"))
-                    .spawn(move || shared.work())
-                    .expect("cannot start an analysis thread")
-            })
-            .collect();
-        AnalysisPool { shared, threads }
+        let mut pool = AnalysisPool { shared, threads: Vec::with_capacity(threads) };
+        for n in 0..threads {
+            let shared = pool.shared.clone();
+            pool.threads.push(std::thread::Builder::new().name(format!("analysis-{n}")).spawn(move || shared.work())?);
+        }
+        Ok(pool)
     }
 
     fn submit(&self, job: Job) {
@@ -130,14 +127,14 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_work_on_named_analysis_threads_and_returns_its_value() {
-        let admission = Admission::new(2, 4);
+        let admission = Admission::new(2, 4).unwrap();
         let name = admission.run(|| std::thread::current().name().map(str::to_owned)).await.unwrap();
         assert!(name.is_some_and(|n| n.starts_with("analysis-")));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refuses_with_503_once_running_and_queued_are_full() {
-        let admission = Admission::new(1, 1);
+        let admission = Admission::new(1, 1).unwrap();
         let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let hold = |gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>| {
             move || {
@@ -180,7 +177,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_analysis_is_an_internal_error_and_the_thread_lives_on() {
-        let admission = Admission::new(1, 2);
+        let admission = Admission::new(1, 2).unwrap();
         let err = admission.run(|| panic!("bad photo")).await.unwrap_err();
         assert_eq!(err.status, axum::http::StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(admission.run(|| 7).await.unwrap(), 7);
@@ -189,7 +186,7 @@ mod tests {
     #[test]
     fn dropping_the_pool_finishes_queued_jobs_and_joins_its_threads() {
         let done = Arc::new(AtomicUsize::new(0));
-        let pool = AnalysisPool::start(2);
+        let pool = AnalysisPool::start(2).unwrap();
         for _ in 0..10 {
             let done = done.clone();
             pool.submit(Box::new(move || {

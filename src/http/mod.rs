@@ -63,13 +63,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(service: Arc<WatchlistService>, config: ServerConfig) -> AppState {
-        AppState {
-            admission: Admission::new(config.max_concurrent_analyses, config.max_queued_analyses),
+    /// Fails only when the analysis threads cannot be started.
+    pub fn new(service: Arc<WatchlistService>, config: ServerConfig) -> std::io::Result<AppState> {
+        Ok(AppState {
+            admission: Admission::new(config.max_concurrent_analyses, config.max_queued_analyses)?,
             metrics: Arc::new(metrics::Metrics::default()),
             service,
             config,
-        }
+        })
     }
 }
 

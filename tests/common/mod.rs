@@ -96,7 +96,7 @@ impl TestServer {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let state = facematch::http::AppState::new(service, server);
+                let state = facematch::http::AppState::new(service, server).expect("analysis threads start");
                 facematch::http::serve(listener, state, async move {
                     let _ = rx.await;
                 })
