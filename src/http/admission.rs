@@ -37,9 +37,12 @@ impl Admission {
     /// Runs `work` on an analysis thread once admitted. If the caller goes away while the work still waits in the
     /// queue (a client that gave up), the work is skipped.
     pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-        let _ticket = self.tickets.clone().try_acquire_owned().map_err(|_| ApiError::busy())?;
+        let ticket = self.tickets.clone().try_acquire_owned().map_err(|_| ApiError::busy())?;
         let (reply, answer) = oneshot::channel();
         self.pool.submit(Box::new(move || {
+            // The job, not the request, holds the ticket: a client that sends a photo and hangs up at once must not
+            // free its ticket while the photo still sits in the queue, or the queue would grow without bound.
+            let _ticket = ticket;
             if reply.is_closed() {
                 return;
             }
@@ -173,6 +176,47 @@ mod tests {
         first.await.unwrap().unwrap();
         second.await.unwrap().unwrap();
         assert_eq!(admission.tickets.available_permits(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_request_keeps_its_ticket_until_its_queued_work_is_skipped() {
+        let admission = Admission::new(1, 1).unwrap();
+        let (open_tx, open_rx) = std::sync::mpsc::channel::<()>();
+        let first = tokio::spawn({
+            let a = admission.clone();
+            async move { a.run(move || open_rx.recv().unwrap()).await }
+        });
+        let ran = Arc::new(AtomicUsize::new(0));
+        let abandoned = tokio::spawn({
+            let a = admission.clone();
+            let ran = ran.clone();
+            async move { a.run(move || ran.fetch_add(1, Ordering::SeqCst)).await }
+        });
+        let wait_for = |permits: usize| {
+            let tickets = admission.tickets.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), async {
+                    while tickets.available_permits() != permits {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                })
+                .await
+                .expect("tickets settle")
+            }
+        };
+        wait_for(0).await;
+        abandoned.abort();
+        let _ = abandoned.await;
+        // Its photo is still queued behind the first, so its ticket is still taken.
+        let third = tokio::time::timeout(Duration::from_secs(5), admission.run(|| 0)).await;
+        assert!(
+            matches!(&third, Ok(Err(e)) if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE),
+            "a third request must be refused at once, got {third:?}"
+        );
+        open_tx.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        wait_for(2).await;
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "work of a request that went away must be skipped");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
