@@ -6,6 +6,8 @@
 //! to a blocking thread — two thread wake-ups on cores the other analyses keep busy. Here a thread that finishes one
 //! analysis pops the next itself. Measured on 2 cores at concurrency 8 against the semaphore: about +5 % searches/s
 //! (docs/benchmarks.md, where also three threads on two cores measured ahead of two, pinned to cores or not).
+//! rayon's pool, already a dependency, is not used for this: its idle workers spin before they sleep, which takes
+//! cycles from the other analyses on a 2-core machine.
 
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
@@ -135,44 +137,44 @@ mod tests {
         assert!(name.is_some_and(|n| n.starts_with("analysis-")));
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn refuses_with_503_once_running_and_queued_are_full() {
-        let admission = Admission::new(1, 1).unwrap();
-        let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-        let hold = |gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>| {
-            move || {
-                let (open, cv) = &*gate;
-                let mut open = open.lock().unwrap();
-                while !*open {
-                    open = cv.wait(open).unwrap();
-                }
-            }
-        };
-        let first = tokio::spawn({
-            let a = admission.clone();
-            let h = hold(gate.clone());
-            async move { a.run(h).await }
-        });
-        let second = tokio::spawn({
-            let a = admission.clone();
-            let h = hold(gate.clone());
-            async move { a.run(h).await }
-        });
-        // Both tickets are taken once the two tasks have submitted; a third request must be refused at once.
+    /// Waits (at most 10 s) until exactly `free` tickets are left.
+    async fn tickets_left(admission: &Admission, free: usize) {
         tokio::time::timeout(Duration::from_secs(10), async {
-            while admission.tickets.available_permits() > 0 {
+            while admission.tickets.available_permits() != free {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         })
         .await
-        .expect("both requests admitted");
+        .expect("tickets settle")
+    }
+
+    /// A job that blocks its analysis thread until the returned sender sends (or is dropped).
+    fn held_job() -> (std::sync::mpsc::Sender<()>, impl FnOnce() + Send + 'static) {
+        let (open, opened) = std::sync::mpsc::channel::<()>();
+        (open, move || {
+            let _ = opened.recv();
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refuses_with_503_once_running_and_queued_are_full() {
+        let admission = Admission::new(1, 1).unwrap();
+        let (open_first, first_job) = held_job();
+        let (open_second, second_job) = held_job();
+        let first = tokio::spawn({
+            let a = admission.clone();
+            async move { a.run(first_job).await }
+        });
+        let second = tokio::spawn({
+            let a = admission.clone();
+            async move { a.run(second_job).await }
+        });
+        // Both tickets are taken once the two tasks have submitted; a third request must be refused at once.
+        tickets_left(&admission, 0).await;
         let refused = admission.run(|| ()).await.unwrap_err();
         assert_eq!(refused.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
-        {
-            let (open, cv) = &*gate;
-            *open.lock().unwrap() = true;
-            cv.notify_all();
-        }
+        open_first.send(()).unwrap();
+        open_second.send(()).unwrap();
         first.await.unwrap().unwrap();
         second.await.unwrap().unwrap();
         assert_eq!(admission.tickets.available_permits(), 2);
@@ -181,10 +183,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_abandoned_request_keeps_its_ticket_until_its_queued_work_is_skipped() {
         let admission = Admission::new(1, 1).unwrap();
-        let (open_tx, open_rx) = std::sync::mpsc::channel::<()>();
+        let (open_first, first_job) = held_job();
         let first = tokio::spawn({
             let a = admission.clone();
-            async move { a.run(move || open_rx.recv().unwrap()).await }
+            async move { a.run(first_job).await }
         });
         let ran = Arc::new(AtomicUsize::new(0));
         let abandoned = tokio::spawn({
@@ -192,19 +194,7 @@ mod tests {
             let ran = ran.clone();
             async move { a.run(move || ran.fetch_add(1, Ordering::SeqCst)).await }
         });
-        let wait_for = |permits: usize| {
-            let tickets = admission.tickets.clone();
-            async move {
-                tokio::time::timeout(Duration::from_secs(10), async {
-                    while tickets.available_permits() != permits {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                })
-                .await
-                .expect("tickets settle")
-            }
-        };
-        wait_for(0).await;
+        tickets_left(&admission, 0).await;
         abandoned.abort();
         let _ = abandoned.await;
         // Its photo is still queued behind the first, so its ticket is still taken.
@@ -213,9 +203,9 @@ mod tests {
             matches!(&third, Ok(Err(e)) if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE),
             "a third request must be refused at once, got {third:?}"
         );
-        open_tx.send(()).unwrap();
+        open_first.send(()).unwrap();
         first.await.unwrap().unwrap();
-        wait_for(2).await;
+        tickets_left(&admission, 2).await;
         assert_eq!(ran.load(Ordering::SeqCst), 0, "work of a request that went away must be skipped");
     }
 
