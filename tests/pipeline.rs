@@ -1,5 +1,5 @@
-//! The face pipeline on real models and real photos: every deepface photo yields a face, both recognizers decide
-//! the 520 labelled pairs at their manifest thresholds, multi-face and odd-sized photos, determinism.
+//! The face pipeline on real models and real photos: every deepface photo yields a face, every recognizer decides
+//! the 520 labelled pairs at its manifest threshold, multi-face and odd-sized photos, determinism.
 
 mod common;
 
@@ -66,6 +66,26 @@ fn dlib_decides_the_deepface_pairs() {
     let (accuracy, n) = pair_accuracy("dlib-resnet-v1");
     println!("dlib-resnet-v1: {:.2}% of {n} pairs correct", accuracy * 100.0);
     assert!(accuracy >= 0.97, "accuracy {accuracy}");
+}
+
+/// The int8 build decides the pairs as well, and each photo's int8 embedding stays next to the full-precision one:
+/// a quantisation whose ranges do not fit the network (a stale table, a changed recipe) moves them apart.
+#[test]
+fn dlib_int8_decides_the_deepface_pairs_next_to_full_precision() {
+    let (accuracy, n) = pair_accuracy("dlib-resnet-v1-int8");
+    println!("dlib-resnet-v1-int8: {:.2}% of {n} pairs correct", accuracy * 100.0);
+    assert!(accuracy >= 0.97, "accuracy {accuracy}");
+
+    let photos = common::deepface_photos();
+    let int8 = subject_embeddings(&common::pipeline("dlib-resnet-v1-int8"), &photos);
+    let full = subject_embeddings(&common::pipeline("dlib-resnet-v1"), &photos);
+    let (worst, photo) = photos
+        .iter()
+        .map(|rel| (facematch::embed::dot(&int8[rel].values, &full[rel].values), rel))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .unwrap();
+    println!("lowest cosine between int8 and full precision: {worst:.4} ({photo})");
+    assert!(worst >= 0.99, "{photo}: cosine {worst} between the int8 and full-precision embeddings");
 }
 
 #[test]
