@@ -89,41 +89,49 @@ pub fn assess_face(detection: &Detection, crop: &RgbImage) -> FaceQuality {
     }
 }
 
-fn luminance(img: &RgbImage) -> Vec<f32> {
-    img.pixels().map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).collect()
+/// BT.601 luma in whole levels, as a grayscale conversion of the crop would give (OpenCV's fixed-point weights):
+/// the variance of the Laplacian is conventionally taken on such an 8-bit image, and integer levels make the sums
+/// below exact and vectorisable.
+fn luminance(img: &RgbImage) -> Vec<u8> {
+    img.as_raw()
+        .chunks_exact(3)
+        .map(|p| ((4899 * u32::from(p[0]) + 9617 * u32::from(p[1]) + 1868 * u32::from(p[2]) + (1 << 13)) >> 14) as u8)
+        .collect()
 }
 
-fn exposure(luma: &[f32]) -> (f32, f32) {
+fn exposure(luma: &[u8]) -> (f32, f32) {
     if luma.is_empty() {
         return (0.0, 0.0);
     }
-    let n = luma.len() as f32;
-    let mean = luma.iter().sum::<f32>() / n / 255.0;
-    let clipped = luma.iter().filter(|v| **v <= 2.0 || **v >= 253.0).count() as f32 / n;
-    (mean, clipped)
+    let n = luma.len() as f64;
+    let sum: u64 = luma.iter().map(|&v| u64::from(v)).sum();
+    let clipped = luma.iter().filter(|&&v| v <= 2 || v >= 253).count() as f64;
+    ((sum as f64 / n / 255.0) as f32, (clipped / n) as f32)
 }
 
 /// Variance of the 4-neighbour Laplacian over interior pixels.
-pub fn laplacian_variance(luma: &[f32], width: usize, height: usize) -> f32 {
-    if width < 3 || height < 3 {
+pub fn laplacian_variance(luma: &[u8], width: usize, height: usize) -> f32 {
+    if width < 3 || height < 3 || luma.len() < width * height {
         return 0.0;
     }
-    let mut sum = 0f64;
-    let mut sq = 0f64;
-    let mut n = 0f64;
+    // |l| ≤ 1020, so a row's sums fit easily in i32/i64 and stay exact.
+    let (mut sum, mut sq) = (0i64, 0i64);
     for y in 1..height - 1 {
+        let (above, row, below) =
+            (&luma[(y - 1) * width..y * width], &luma[y * width..(y + 1) * width], &luma[(y + 1) * width..(y + 2) * width]);
+        let (mut row_sum, mut row_sq) = (0i32, 0i64);
         for x in 1..width - 1 {
-            let c = luma[y * width + x];
-            let l = luma[y * width + x - 1] + luma[y * width + x + 1] + luma[(y - 1) * width + x]
-                + luma[(y + 1) * width + x]
-                - 4.0 * c;
-            sum += l as f64;
-            sq += (l as f64) * (l as f64);
-            n += 1.0;
+            let l = i32::from(row[x - 1]) + i32::from(row[x + 1]) + i32::from(above[x]) + i32::from(below[x])
+                - 4 * i32::from(row[x]);
+            row_sum += l;
+            row_sq += i64::from(l * l);
         }
+        sum += i64::from(row_sum);
+        sq += row_sq;
     }
-    let mean = sum / n;
-    (sq / n - mean * mean) as f32
+    let n = ((width - 2) * (height - 2)) as f64;
+    let mean = sum as f64 / n;
+    (sq as f64 / n - mean * mean) as f32
 }
 
 #[cfg(test)]
@@ -166,6 +174,16 @@ mod tests {
         assert!((qf.brightness - 128.0 / 255.0).abs() < 1e-3);
         assert_eq!(qf.clipped, 0.0);
         assert_eq!(qc.clipped, 1.0);
+    }
+
+    #[test]
+    fn laplacian_variance_and_luma_by_hand() {
+        // Interior pixels (1, 1) and (2, 1): Laplacians −40 and 10, mean −15, variance (25² + 25²) / 2.
+        let luma = [0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0];
+        assert_eq!(laplacian_variance(&luma, 4, 3), 625.0);
+        assert_eq!(laplacian_variance(&luma, 2, 6), 0.0, "no interior pixels");
+        let img = RgbImage::from_vec(3, 1, vec![255, 255, 255, 255, 0, 0, 0, 0, 255]).unwrap();
+        assert_eq!(luminance(&img), vec![255, 76, 29], "white, red and blue as OpenCV's grayscale conversion gives");
     }
 
     #[test]
