@@ -20,7 +20,7 @@ const PHOTOS: [(&str, &str); 2] = [
     ("deepface-2500px", "deepface/id01/img4.jpg"),
 ];
 const DETECTORS: [&str; 2] = ["yunet-2023mar", "yunet-s-dynamic"];
-const RECOGNIZERS: [&str; 3] = ["face-reid-retail-0095", "dlib-resnet-v1", "dlib-resnet-v1-int8"];
+const RECOGNIZERS: [&str; 4] = ["face-reid-retail-0095", "dlib-resnet-v1", "face-reid-retail-0095-int8", "dlib-resnet-v1-int8"];
 
 fn shared_dir() -> PathBuf {
     std::env::var_os("FACEMATCH_SHARED")

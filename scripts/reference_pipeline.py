@@ -93,9 +93,9 @@ RECOGNIZERS = {
         dim=128,
     ),
 }
-# The int8 build of dlib's network (scripts/quantize_recognizer.py) wants the same crop.
-RECOGNIZERS["dlib-resnet-v1-int8"] = replace(RECOGNIZERS["dlib-resnet-v1"], id="dlib-resnet-v1-int8",
-                                             file="dlib-resnet-v1-int8.onnx")
+# The int8 builds (scripts/quantize_recognizer.py) want the same crops as their sources.
+for _source in ("dlib-resnet-v1", "face-reid-retail-0095"):
+    RECOGNIZERS[f"{_source}-int8"] = replace(RECOGNIZERS[_source], id=f"{_source}-int8", file=f"{_source}-int8.onnx")
 
 
 @dataclass(frozen=True)

@@ -90,13 +90,14 @@ if [ -f models/dlib-resnet-v1.toml ] && ! verified dlib-resnet-v1 "$dlib"; then
   require_verified dlib-resnet-v1 "$dlib"
 fi
 
-# 3d. The same network in int8, built from 3c at committed activation ranges (no photos needed, same bytes anywhere).
-dlib_int8=models/dlib-resnet-v1-int8.onnx
-if [ -f models/dlib-resnet-v1-int8.toml ] && ! verified dlib-resnet-v1-int8 "$dlib_int8"; then
-  say "quantising dlib's face recognition ResNet to int8"
-  .venv/bin/python scripts/quantize_recognizer.py build --source "$dlib" \
-    --ranges models/dlib-resnet-v1-int8.ranges.json --out "$dlib_int8"
-  require_verified dlib-resnet-v1-int8 "$dlib_int8"
-fi
+# 3d. Int8 builds of the recognizers, from 3b/3c at committed activation ranges (no photos needed, same bytes
+#     anywhere).
+for int8 in face-reid-retail-0095-int8 dlib-resnet-v1-int8; do
+  if [ -f "models/$int8.toml" ] && ! verified "$int8" "models/$int8.onnx"; then
+    say "quantising $int8"
+    .venv/bin/python scripts/quantize_recognizer.py build --model "$int8"
+    require_verified "$int8" "models/$int8.onnx"
+  fi
+done
 
 say "ready: runtime/libonnxruntime.so and $(ls models/*.onnx | wc -l) models verified"

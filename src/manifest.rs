@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::eval::impostors::ImpostorRates;
 use crate::runtime::ModelSignature;
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +152,10 @@ pub struct CalibrationSpec {
     /// Ascending decision scores and, for each, the fraction of non-mated searches at or above it.
     pub scores: Vec<f32>,
     pub fpir: Vec<f64>,
+    /// Per-comparison impostor rates with a fitted tail (`[calibration.comparisons]`): for the `top1` statistic
+    /// they give the FPIR at any gallery size, where the search table above only resolves sizes near its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparisons: Option<ImpostorRates>,
 }
 
 /// One model's manifest.

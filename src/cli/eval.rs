@@ -25,10 +25,11 @@ use crate::eval::decision::{
     centre, cohort_stats, margin, s_norm, symmetric_margin, t_norm, z_norm, CohortStats, DecisionStatistic,
 };
 use crate::eval::metrics::{
-    assign_folds, auc, cmc_curve, det_curve, fnir_at_fpir, fpir_calibration_table, kfold_accuracy, rank_rates, roc,
+    assign_folds, auc, cmc_curve, det_curve, fnir_at_fpir, fnir_at_threshold, fpir_calibration_table, kfold_accuracy, rank_rates, roc,
     score_percentiles, tar_at_far, threshold_table, DetPoint, IdentOperatingPoint, KFoldAccuracy, Measurement,
-    OperatingPoint, ScoredPair, SearchOutcome, STANDARD_PERCENTILES,
+    MetricError, OperatingPoint, ScoredPair, SearchOutcome, STANDARD_PERCENTILES,
 };
+use crate::eval::impostors::{impostor_rates, tail_check, ImpostorRates, TailCheck};
 use crate::eval::plot::{plot_cmc, plot_det, plot_score_histograms, CmcSeries, DetSeries};
 use crate::eval::protocol::{
     generate_pairs, open_set_protocol, read_pairs, search_exact, split_identities, template_neighbour_scores,
@@ -804,8 +805,40 @@ struct IdentifySummary {
     fnir_at_fpir_top1: Vec<Measurement<IdentOperatingPoint>>,
     attempts: Vec<AttemptSummary>,
     gallery_sizes: Vec<GallerySizeSummary>,
+    /// `None` when the folder has too few impostor comparisons for a tail fit.
+    impostor_rates: Option<ImpostorSummary>,
     calibration: Option<PathBuf>,
 }
+
+/// Per-comparison impostor rates of a run: what they rest on, the thresholds they give at larger galleries next
+/// to the search table's, and how well their tail predicts counted rates.
+#[derive(Debug, Serialize)]
+struct ImpostorSummary {
+    comparisons: u64,
+    tail_fit: usize,
+    tail_scale: f64,
+    thresholds: Vec<ThresholdAtSize>,
+    tail_check: Vec<TailCheck>,
+}
+
+/// The top-1 threshold for one FPIR target at one gallery size, from both calibrations.
+#[derive(Debug, Serialize)]
+struct ThresholdAtSize {
+    gallery_size: usize,
+    fpir: f64,
+    from_comparisons: f32,
+    /// Whether that threshold lies in the fitted tail.
+    extrapolated: bool,
+    /// Share of the run's mated searches whose rank-1 candidate is the mate and reaches the threshold.
+    mated_reaching: f64,
+    /// `None`: the search table cannot resolve the target at this size.
+    from_searches: Option<f32>,
+}
+
+/// Gallery sizes the impostor section gives thresholds for, besides the run's own.
+const PROJECTED_GALLERY_SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
+/// FPIR targets of those thresholds: the harness's 1 % and the service's default alert target, 0.3 %.
+const PROJECTED_FPIR_TARGETS: [f64; 2] = [1e-2, 3e-3];
 
 /// A manifest-ready `[calibration]` table.
 #[derive(Serialize)]
@@ -1159,6 +1192,26 @@ fn identify(config: &Config, args: &IdentifyArgs) -> anyhow::Result<ExitCode> {
         &figure_path(&args.run.out, &stem, "scores"),
     )?);
 
+    let mut comparisons = impostor_scores(&set, &templates, &needed, &pool);
+    // The tail check fits a tenth of the comparisons, so it needs ten times what the rates need.
+    let check = tail_check(&comparisons, 10, &[1000, 300, 100, 30, 10, 3]).ok();
+    let rates = match impostor_rates(&mut comparisons) {
+        Ok(rates) => Some(rates),
+        Err(MetricError::TooFewImpostorComparisons { found, needed }) => {
+            report.notes.push(format!(
+                "no per-comparison impostor rates: {found} comparisons between photos of different identities, a \
+                 tail fit needs {needed}"
+            ));
+            None
+        }
+        Err(e) => return Err(e).with_context(|| format!("eval identify {dataset}: impostor rates")),
+    };
+    drop(comparisons);
+    let impostor_summary = match &rates {
+        Some(rates) => Some(impostor_section(&mut report, rates, check, &top1, base_size)?),
+        None => None,
+    };
+
     let calibration = match &args.calibration_out {
         Some(path) => {
             let source = format!(
@@ -1171,7 +1224,16 @@ fn identify(config: &Config, args: &IdentifyArgs) -> anyhow::Result<ExitCode> {
                 setup.detector.id,
                 setup.detector.sha256
             );
-            write_calibration(path, statistic, &decision_scores(&primary, false), base_size, source)?;
+            let comparisons = if statistic == DecisionStatistic::Top1 { rates } else { None };
+            let source = match &comparisons {
+                Some(rates) => format!(
+                    "{source}; per-comparison rates: every pair of its photos of different identities ({} \
+                     comparisons)",
+                    rates.comparisons()
+                ),
+                None => source,
+            };
+            write_calibration(path, statistic, &decision_scores(&primary, false), base_size, comparisons, source)?;
             Some(path.clone())
         }
         None => None,
@@ -1226,18 +1288,122 @@ fn identify(config: &Config, args: &IdentifyArgs) -> anyhow::Result<ExitCode> {
         fnir_at_fpir_top1: top1_points,
         attempts: attempt_summaries,
         gallery_sizes: size_summaries,
+        impostor_rates: impostor_summary,
         calibration,
     };
     publish(&args.run.out, &stem, &summary, &report, &files)
 }
 
-/// Writes the FPIR calibration table of `statistic` as a manifest `[calibration]` table, and reads it back
-/// through the same checks the service applies.
+/// Every comparison between the subjects of two photos of different identities among `photos`, in a fixed order
+/// (photo by photo) that does not follow the scores.
+fn impostor_scores(
+    set: &PhotoSet,
+    templates: &[Option<PhotoTemplate>],
+    photos: &BTreeSet<usize>,
+    pool: &rayon::ThreadPool,
+) -> Vec<f32> {
+    let faces: Vec<(&str, &[f32])> = photos
+        .iter()
+        .filter_map(|&i| Some((set.photos[i].identity.as_str(), embedding_of(templates, i)?)))
+        .collect();
+    pool.install(|| {
+        faces
+            .par_iter()
+            .enumerate()
+            .flat_map_iter(|(i, &(identity, a))| {
+                faces[i + 1..].iter().filter(move |(other, _)| *other != identity).map(move |(_, b)| dot(a, b))
+            })
+            .collect()
+    })
+}
+
+/// Adds the per-comparison impostor tables to the report: what the rates rest on, top-1 thresholds at larger
+/// galleries from them and from the search table, and the tail check.
+fn impostor_section(
+    report: &mut Report,
+    rates: &ImpostorRates,
+    check: Option<Vec<TailCheck>>,
+    top1: &[SearchOutcome],
+    base_size: usize,
+) -> anyhow::Result<ImpostorSummary> {
+    let nonmated_top1 = decision_scores(top1, false);
+    let searches =
+        if nonmated_top1.is_empty() { None } else { Some(fpir_calibration_table(&nonmated_top1, base_size)?) };
+    let mut thresholds = Vec::new();
+    let mut table = Table::new(
+        format!(
+            "Top-1 thresholds by gallery size: per-comparison rates ({} impostor comparisons, tail scale {:.5} fitted              on the highest {}) against the non-mated search table ({} searches at gallery {base_size})",
+            rates.comparisons(),
+            rates.tail_scale(),
+            rates.tail_fit(),
+            nonmated_top1.len()
+        ),
+        ["gallery size", "FPIR target", "from comparisons", "mated searches reaching it", "from searches"],
+    );
+    for gallery_size in std::iter::once(base_size).chain(PROJECTED_GALLERY_SIZES) {
+        for fpir in PROJECTED_FPIR_TARGETS {
+            let from_comparisons = rates.threshold_for_fpir_at_gallery_size(fpir, gallery_size)?;
+            let extrapolated = rates.is_extrapolated(from_comparisons);
+            let from_searches = searches.as_ref().and_then(|s| s.threshold_for_fpir_at_gallery_size(fpir, gallery_size).ok());
+            // Of this run's mated searches (gallery `base_size`), those that would alert at the threshold.
+            let mated_reaching = 1.0 - fnir_at_threshold(top1, from_comparisons)?;
+            table.push_row([
+                gallery_size.to_string(),
+                format_rate(fpir),
+                format!("{from_comparisons:.4}{}", if extrapolated { " (fitted tail)" } else { "" }),
+                format_rate(mated_reaching),
+                from_searches.map_or_else(|| "beyond the table".to_owned(), |t| format!("{t:.4}")),
+            ])?;
+            thresholds.push(ThresholdAtSize {
+                gallery_size,
+                fpir,
+                from_comparisons,
+                extrapolated,
+                mated_reaching,
+                from_searches,
+            });
+        }
+    }
+    report.tables.push(table);
+    match &check {
+        Some(rows) => report.tables.push(tail_check_table(rows)?),
+        None => report.notes.push("no tail check: a tenth of the impostor comparisons is too few for a tail fit".into()),
+    }
+    Ok(ImpostorSummary {
+        comparisons: rates.comparisons(),
+        tail_fit: rates.tail_fit(),
+        tail_scale: rates.tail_scale(),
+        thresholds,
+        tail_check: check.unwrap_or_default(),
+    })
+}
+
+fn tail_check_table(rows: &[TailCheck]) -> anyhow::Result<Table> {
+    let mut table = Table::new(
+        "Tail check: rates fitted on every 10th comparison against the counts of all of them",
+        ["counted comparisons", "score", "counted rate", "predicted rate", "predicted / counted", "from"],
+    );
+    for row in rows {
+        table.push_row([
+            row.counted.to_string(),
+            format!("{:.4}", row.score),
+            format_rate(row.counted_rate),
+            format_rate(row.predicted_rate),
+            format!("{:.2}", row.predicted_rate / row.counted_rate),
+            if row.extrapolated { "fitted tail" } else { "counted" }.to_owned(),
+        ])?;
+    }
+    Ok(table)
+}
+
+/// Writes the FPIR calibration table of `statistic` as a manifest `[calibration]` table, with the per-comparison
+/// rates for `top1`, and reads it back through the same checks the service applies.
 fn write_calibration(
     path: &Path,
     statistic: DecisionStatistic,
     nonmated_scores: &[f32],
     gallery_size: usize,
+    comparisons: Option<ImpostorRates>,
     source: String,
 ) -> anyhow::Result<()> {
     if nonmated_scores.is_empty() {
@@ -1252,6 +1418,7 @@ fn write_calibration(
         source,
         scores: table.scores().to_vec(),
         fpir: table.fpir().to_vec(),
+        comparisons,
     };
     let text = format!(
         "# FPIR calibration of decision statistic {statistic}: paste into the model manifest.\n{}",
@@ -1263,12 +1430,7 @@ fn write_calibration(
         calibration: CalibrationSpec,
     }
     let back: Check = toml::from_str(&text)?;
-    crate::eval::metrics::CalibrationTable::from_parts(
-        back.calibration.gallery_size,
-        back.calibration.searches,
-        back.calibration.scores,
-        back.calibration.fpir,
-    )?;
+    crate::service::Calibration::from_spec(&back.calibration)?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("calibration folder {}: cannot be created", parent.display()))?;

@@ -58,6 +58,10 @@ pub enum MetricError {
     },
     #[error("calibration table: {reason}")]
     InvalidCalibrationTable { reason: &'static str },
+    #[error("impostor rates: {reason}")]
+    InvalidImpostorRates { reason: &'static str },
+    #[error("impostor rates: {found} impostor comparisons are too few for a tail fit (at least {needed})")]
+    TooFewImpostorComparisons { found: usize, needed: usize },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -65,7 +69,7 @@ pub enum MetricError {
 // ---------------------------------------------------------------------------------------------
 
 /// Maps `-0.0` to `0.0` so that `total_cmp` ordering agrees with IEEE `>=` decisions.
-fn canonical(score: f32) -> f32 {
+pub(super) fn canonical(score: f32) -> f32 {
     score + 0.0
 }
 
@@ -77,7 +81,7 @@ fn check_finite(index: usize, value: f32) -> Result<f32, MetricError> {
     }
 }
 
-fn check_rate(what: &'static str, value: f64) -> Result<f64, MetricError> {
+pub(super) fn check_rate(what: &'static str, value: f64) -> Result<f64, MetricError> {
     if value.is_finite() && value > 0.0 && value <= 1.0 {
         Ok(value)
     } else {
@@ -780,6 +784,19 @@ pub fn fnir_at_fpir(
     }))
 }
 
+/// FNIR at a fixed decision threshold: mated searches whose rank-1 candidate is not the mate or whose decision score
+/// is below `threshold` / mated searches (non-mated searches are ignored). `1 - FNIR` is the share of listed people
+/// identification mode alerts for at that threshold.
+pub fn fnir_at_threshold(outcomes: &[SearchOutcome], threshold: f32) -> Result<f64, MetricError> {
+    let counts = validate_outcomes("fnir at threshold", outcomes)?;
+    require_mated("fnir at threshold", &counts)?;
+    let found = outcomes
+        .iter()
+        .filter(|o| o.mated && o.top_is_mate && o.decision_score >= threshold)
+        .count();
+    Ok(rate(counts.mated - found, counts.mated))
+}
+
 /// The percentiles reports show by default.
 pub const STANDARD_PERCENTILES: [f64; 7] = [1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0];
 
@@ -1020,25 +1037,11 @@ impl CalibrationTable {
     /// Estimated FPIR at the calibration gallery size for decision score `score` (rules on the type). A NaN
     /// score gets the most pessimistic estimate, 1.
     pub fn fpir_at(&self, score: f32) -> f64 {
-        if score.is_nan() {
-            return 1.0;
+        match table_lookup(&self.scores, &self.fpir, score) {
+            TableLookup::Below => 1.0,
+            TableLookup::Within(fpir) => fpir,
+            TableLookup::Above => self.resolution_floor(),
         }
-        let score = canonical(score);
-        // Index of the first table score above `score`.
-        let above = self.scores.partition_point(|&s| s <= score);
-        if above == 0 {
-            return 1.0;
-        }
-        let below = above - 1;
-        if self.scores[below] == score {
-            return self.fpir[below];
-        }
-        let (Some(&s_hi), Some(&f_hi)) = (self.scores.get(above), self.fpir.get(above)) else {
-            return self.resolution_floor();
-        };
-        let (s_lo, f_lo) = (f64::from(self.scores[below]), self.fpir[below]);
-        let t = (f64::from(score) - s_lo) / (f64::from(s_hi) - s_lo);
-        (f_lo.ln() + t * (f_hi.ln() - f_lo.ln())).exp().clamp(f_hi, f_lo)
     }
 
     /// Lowest decision score whose estimated FPIR ([`CalibrationTable::fpir_at`]) is at most `target`.
@@ -1134,8 +1137,41 @@ impl CalibrationTable {
     }
 }
 
+/// Where a score falls in a table of strictly increasing scores and positive, never increasing rates.
+pub(super) enum TableLookup {
+    /// Below the lowest score (or NaN): every trial is at or above it.
+    Below,
+    /// At a point, its rate; between two, `ln rate` interpolated linearly in the score (so the result lies
+    /// between the neighbours' rates).
+    Within(f64),
+    /// Above the highest score: the table says nothing there.
+    Above,
+}
+
+pub(super) fn table_lookup(scores: &[f32], rates: &[f64], score: f32) -> TableLookup {
+    if score.is_nan() {
+        return TableLookup::Below;
+    }
+    let score = canonical(score);
+    // Index of the first table score above `score`.
+    let above = scores.partition_point(|&s| s <= score);
+    if above == 0 {
+        return TableLookup::Below;
+    }
+    let below = above - 1;
+    if scores[below] == score {
+        return TableLookup::Within(rates[below]);
+    }
+    let (Some(&s_hi), Some(&r_hi)) = (scores.get(above), rates.get(above)) else {
+        return TableLookup::Above;
+    };
+    let (s_lo, r_lo) = (f64::from(scores[below]), rates[below]);
+    let t = (f64::from(score) - s_lo) / (f64::from(s_hi) - s_lo);
+    TableLookup::Within((r_lo.ln() + t * (r_hi.ln() - r_lo.ln())).exp().clamp(r_hi, r_lo))
+}
+
 /// `1 - (1 - fpir)^exponent`, evaluated with `ln_1p`/`exp_m1` so tiny rates keep their precision.
-fn rescale_fpir(fpir: f64, exponent: f64) -> f64 {
+pub(super) fn rescale_fpir(fpir: f64, exponent: f64) -> f64 {
     if fpir >= 1.0 {
         return 1.0;
     }
@@ -1435,6 +1471,17 @@ mod tests {
             search(true, Some(5), 0.4),
             search(false, None, 0.2),
         ]
+    }
+
+    #[test]
+    fn fnir_at_a_fixed_threshold_needs_the_mate_on_top_and_the_score() {
+        // Mated rank-1 searches score 0.9, 0.6, 0.5; the rank-2 one (0.8) never counts; six mated in all.
+        let set = identification_set();
+        assert!(close(fnir_at_threshold(&set, 0.6).unwrap(), 4.0 / 6.0));
+        assert!(close(fnir_at_threshold(&set, 0.6f32.next_up()).unwrap(), 5.0 / 6.0), "one step above 0.6");
+        assert!(close(fnir_at_threshold(&set, 0.5).unwrap(), 3.0 / 6.0));
+        assert!(close(fnir_at_threshold(&set, 0.95).unwrap(), 1.0));
+        assert!(fnir_at_threshold(&set[1..2], 0.5).is_err(), "no mated search");
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! [`metrics`] computes rates from scored pairs and search outcomes, [`plot`] draws them, [`report`] gathers
 //! tables and figures with run provenance ([`machine`]) into terminal, JSON, Markdown and HTML renderings.
 //! [`protocol`] fixes which photos are compared or searched against which, and [`decision`] holds the statistics
-//! open-set identification thresholds.
+//! open-set identification thresholds; [`impostors`] extrapolates per-comparison impostor rates to any gallery size.
 
 pub mod decision;
+pub mod impostors;
 pub mod index_report;
 pub mod machine;
 pub mod metrics;

@@ -44,11 +44,14 @@ impl Admission {
         self.pool.submit(Box::new(move || {
             // The job, not the request, holds the ticket: a client that sends a photo and hangs up at once must not
             // free its ticket while the photo still sits in the queue, or the queue would grow without bound.
-            let _ticket = ticket;
             if reply.is_closed() {
                 return;
             }
-            let _ = reply.send(panic::catch_unwind(AssertUnwindSafe(work)));
+            let outcome = panic::catch_unwind(AssertUnwindSafe(work));
+            // Returned before the answer, so a client that sends its next photo as soon as it has this one's answer
+            // never finds the ticket still taken.
+            drop(ticket);
+            let _ = reply.send(outcome);
         }));
         match answer.await {
             Ok(Ok(value)) => Ok(value),

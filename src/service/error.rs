@@ -49,6 +49,8 @@ pub enum ServiceError {
     Calibration(#[source] crate::eval::metrics::MetricError),
     #[error("calibration in the model manifest names an unusable decision statistic")]
     Statistic(#[source] crate::eval::decision::DecisionError),
+    #[error("calibration in the model manifest: per-comparison rates describe top1 scores, not statistic {statistic}")]
+    ComparisonsNeedTop1 { statistic: String },
     #[error("data directory {path}: cannot be created")]
     DataDir {
         path: PathBuf,
@@ -76,7 +78,9 @@ impl ServiceError {
             ServiceError::EmbeddingDimension { .. } => "dimension_mismatch",
             ServiceError::InvalidEmbedding => "invalid_embedding",
             ServiceError::InvalidRequest(_) => "invalid_request",
-            ServiceError::Calibration(_) | ServiceError::Statistic(_) => "calibration_invalid",
+            ServiceError::Calibration(_) | ServiceError::Statistic(_) | ServiceError::ComparisonsNeedTop1 { .. } => {
+                "calibration_invalid"
+            }
             ServiceError::DataDir { .. } => "data_dir_unavailable",
             ServiceError::Thumbnail(_) => "internal_error",
         }
@@ -109,7 +113,11 @@ impl ServiceError {
             | ServiceError::InvalidEmbedding => ErrorKind::Unprocessable,
             ServiceError::DuplicatePhoto { .. } => ErrorKind::Conflict,
             ServiceError::InvalidRequest(_) => ErrorKind::BadRequest,
-            ServiceError::Calibration(_) | ServiceError::Statistic(_) | ServiceError::DataDir { .. } | ServiceError::Thumbnail(_) => ErrorKind::Internal,
+            ServiceError::Calibration(_)
+            | ServiceError::Statistic(_)
+            | ServiceError::ComparisonsNeedTop1 { .. }
+            | ServiceError::DataDir { .. }
+            | ServiceError::Thumbnail(_) => ErrorKind::Internal,
         }
     }
 }
