@@ -109,6 +109,7 @@ async fn enroll_search_restart_delete() {
             let candidates = result["faces"][0]["candidates"].as_array().unwrap();
             assert!(candidates.len() <= 5);
             assert!(candidates.windows(2).all(|w| w[0]["similarity"].as_f64() >= w[1]["similarity"].as_f64()));
+            assert!(candidates.iter().all(|c| c["fpir_extrapolated"].is_boolean()), "{result}");
             // Identification mode answers exactly the investigation candidates that raise an alert.
             let identified = search(&client, &server, probe, "identification").await;
             let alerts: Vec<&Value> = candidates.iter().filter(|c| c["alert"] == true).collect();

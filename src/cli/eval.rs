@@ -1332,7 +1332,8 @@ fn impostor_section(
     let mut thresholds = Vec::new();
     let mut table = Table::new(
         format!(
-            "Top-1 thresholds by gallery size: per-comparison rates ({} impostor comparisons, tail scale {:.5} fitted              on the highest {}) against the non-mated search table ({} searches at gallery {base_size})",
+            "Top-1 thresholds by gallery size: per-comparison rates ({} impostor comparisons, tail scale {:.5} fitted \
+             on the highest {}) against the non-mated search table ({} searches at gallery {base_size})",
             rates.comparisons(),
             rates.tail_scale(),
             rates.tail_fit(),

@@ -46,6 +46,15 @@ impl Calibration {
         .unwrap_or(1.0)
     }
 
+    /// Whether the FPIR estimate of `score` lies beyond counted data: in the per-comparison rates' fitted tail, or
+    /// above the highest score of a search table (where it reports its resolution floor).
+    pub fn is_extrapolated(&self, score: f32) -> bool {
+        match &self.comparisons {
+            Some(rates) => rates.is_extrapolated(score),
+            None => self.table.scores().last().is_some_and(|&top| score > top),
+        }
+    }
+
     /// The decision score needed for `target` FPIR at `gallery_size`. Per-comparison rates answer every target
     /// (beyond the counted comparisons from their fitted tail); the search table gives targets finer than it can
     /// resolve its most conservative threshold.
@@ -99,11 +108,14 @@ mod tests {
         };
         let table_only = Calibration::from_spec(&spec).unwrap();
         assert_eq!(table_only.threshold(3e-3, 100_000), 0.95f32.next_up(), "beyond the table: its most conservative");
+        assert!(table_only.is_extrapolated(0.96) && !table_only.is_extrapolated(0.95));
         spec.comparisons = Some(rates.clone());
         let with_rates = Calibration::from_spec(&spec).unwrap();
         let t = with_rates.threshold(3e-3, 100_000);
         assert_eq!(t, rates.threshold_for_fpir_at_gallery_size(3e-3, 100_000).unwrap());
         assert!(with_rates.fpir(t, 100_000) <= 3e-3 && with_rates.fpir(t.next_down(), 100_000) > 3e-3);
+        let table_end = *rates.scores().last().unwrap();
+        assert!(with_rates.is_extrapolated(table_end.next_up()) && !with_rates.is_extrapolated(table_end));
         spec.statistic = "margin".into();
         spec.margin_cohort = 5;
         assert!(matches!(Calibration::from_spec(&spec), Err(ServiceError::ComparisonsNeedTop1 { .. })));

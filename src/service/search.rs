@@ -72,6 +72,9 @@ pub struct Candidate {
     pub decision_score: Option<f32>,
     /// Estimated false-positive identification rate at this decision score and the current gallery size.
     pub fpir: Option<f64>,
+    /// Whether that estimate lies beyond the impostor comparisons the calibration counted (a fitted tail or, for a
+    /// search table, its resolution floor): an extrapolation, which a reviewer should weigh as such.
+    pub fpir_extrapolated: bool,
     /// Whether the decision score reaches the watchlist's alert threshold.
     pub alert: bool,
 }
@@ -351,6 +354,10 @@ impl WatchlistService {
                 Some(c) => (decision_score.map(|s| c.fpir(s, context.gallery_size)), c.threshold(alert_fpir, context.gallery_size)),
                 None => (None, verify),
             };
+            let fpir_extrapolated = match (&self.calibration, decision_score) {
+                (Some(c), Some(s)) => c.is_extrapolated(s),
+                _ => false,
+            };
             let alert = decision_score.is_some_and(|s| s >= threshold);
             if request.mode == SearchMode::Identification && !alert {
                 continue;
@@ -365,6 +372,7 @@ impl WatchlistService {
                 similarity,
                 decision_score,
                 fpir,
+                fpir_extrapolated,
                 alert,
             });
             if out.len() == context.k {
