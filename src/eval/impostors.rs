@@ -119,7 +119,8 @@ pub fn impostor_rates(scores: &mut [f32]) -> Result<ImpostorRates, MetricError> 
     }
     let threshold = f64::from(scores[tail_fit]);
     let excess: f64 = scores[..tail_fit].iter().map(|&s| f64::from(s) - threshold).sum::<f64>() / tail_fit as f64;
-    if !(excess > 0.0) {
+    // Scores are finite (checked above), so the mean excess is a number: zero when the top scores all tie.
+    if excess <= 0.0 {
         return Err(MetricError::InvalidImpostorRates { reason: "the highest impostor scores are all equal" });
     }
     ImpostorRates::try_from(ImpostorRatesFields {
