@@ -1192,7 +1192,12 @@ fn identify(config: &Config, args: &IdentifyArgs) -> anyhow::Result<ExitCode> {
         &figure_path(&args.run.out, &stem, "scores"),
     )?);
 
-    let mut comparisons = impostor_scores(&set, &templates, &needed, &pool);
+    let (mut comparisons, pair_stride) = impostor_scores(&set, &templates, &needed, &pool);
+    if pair_stride > 1 {
+        report.notes.push(format!(
+            "impostor rates: every {pair_stride}th photo pair is scored, to keep at most {MAX_IMPOSTOR_PAIRS} pairs"
+        ));
+    }
     // The tail check fits a tenth of the comparisons, so it needs ten times what the rates need.
     let check = tail_check(&comparisons, 10, &[1000, 300, 100, 30, 10, 3]).ok();
     let rates = match impostor_rates(&mut comparisons) {
@@ -1227,8 +1232,9 @@ fn identify(config: &Config, args: &IdentifyArgs) -> anyhow::Result<ExitCode> {
             let comparisons = if statistic == DecisionStatistic::Top1 { rates } else { None };
             let source = match &comparisons {
                 Some(rates) => format!(
-                    "{source}; per-comparison rates: every pair of its photos of different identities ({} \
+                    "{source}; per-comparison rates: {} pair of its photos of different identities ({} \
                      comparisons)",
+                    if pair_stride > 1 { format!("every {pair_stride}th") } else { "every".to_owned() },
                     rates.comparisons()
                 ),
                 None => source,
@@ -1294,27 +1300,47 @@ fn identify(config: &Config, args: &IdentifyArgs) -> anyhow::Result<ExitCode> {
     publish(&args.run.out, &stem, &summary, &report, &files)
 }
 
-/// Every comparison between the subjects of two photos of different identities among `photos`, in a fixed order
-/// (photo by photo) that does not follow the scores.
+/// Photo pairs the impostor rates may score in one run: 50 million scores take 200 MB (twice, with the tail
+/// check), and lfw-dev's 7 million all fit. A larger folder gets every `stride`-th pair instead.
+const MAX_IMPOSTOR_PAIRS: u64 = 50_000_000;
+
+/// Keep every `stride`-th of the `photos·(photos−1)/2` pairs so that at most `cap` remain (1: every pair).
+fn pair_stride(photos: u64, cap: u64) -> u64 {
+    let pairs = photos * photos.saturating_sub(1) / 2;
+    pairs.div_ceil(cap.max(1)).max(1)
+}
+
+/// The comparisons between the subjects of two photos of different identities among `photos` (every `stride`-th
+/// pair of the photo-by-photo order, see [`pair_stride`]), in that order, which does not follow the scores.
+/// Returns the scores and the stride.
 fn impostor_scores(
     set: &PhotoSet,
     templates: &[Option<PhotoTemplate>],
     photos: &BTreeSet<usize>,
     pool: &rayon::ThreadPool,
-) -> Vec<f32> {
+) -> (Vec<f32>, u64) {
     let faces: Vec<(&str, &[f32])> = photos
         .iter()
         .filter_map(|&i| Some((set.photos[i].identity.as_str(), embedding_of(templates, i)?)))
         .collect();
-    pool.install(|| {
+    let n = faces.len() as u64;
+    let stride = pair_stride(n, MAX_IMPOSTOR_PAIRS);
+    let scores = pool.install(|| {
         faces
             .par_iter()
             .enumerate()
             .flat_map_iter(|(i, &(identity, a))| {
-                faces[i + 1..].iter().filter(move |(other, _)| *other != identity).map(move |(_, b)| dot(a, b))
+                // Index of the pair (i, i + 1) in the photo-by-photo order of all pairs.
+                let first = i as u64 * n - i as u64 * (i as u64 + 1) / 2;
+                faces[i + 1..]
+                    .iter()
+                    .enumerate()
+                    .filter(move |&(offset, (other, _))| (first + offset as u64) % stride == 0 && *other != identity)
+                    .map(move |(_, (_, b))| dot(a, b))
             })
             .collect()
-    })
+    });
+    (scores, stride)
 }
 
 /// Adds the per-comparison impostor tables to the report: what the rates rest on, top-1 thresholds at larger
@@ -1681,4 +1707,21 @@ fn split_study(
     print!("{}", report.render_terminal());
     println!("\nreport: {}; summary: {}", files.json.display(), summary_path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pair_stride_caps_the_impostor_pairs() {
+        // lfw-dev: 3,769 photos, 7,100,796 pairs, all kept.
+        assert_eq!(pair_stride(3769, MAX_IMPOSTOR_PAIRS), 1);
+        // 100,000 photos: 4,999,950,000 pairs, every 100th kept (49,999,500).
+        assert_eq!(pair_stride(100_000, MAX_IMPOSTOR_PAIRS), 100);
+        // 10 photos, 45 pairs, at most 10 kept: every 5th (9 pairs).
+        assert_eq!(pair_stride(10, 10), 5);
+        assert_eq!(pair_stride(0, 10), 1);
+        assert_eq!(pair_stride(1, 10), 1);
+    }
 }
