@@ -1335,7 +1335,7 @@ fn impostor_scores(
                 faces[i + 1..]
                     .iter()
                     .enumerate()
-                    .filter(move |&(offset, (other, _))| (first + offset as u64) % stride == 0 && *other != identity)
+                    .filter(move |&(offset, (other, _))| (first + offset as u64).is_multiple_of(stride) && *other != identity)
                     .map(move |(_, (_, b))| dot(a, b))
             })
             .collect()
