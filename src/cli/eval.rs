@@ -1408,7 +1408,15 @@ fn impostor_section(
 fn tail_check_table(rows: &[TailCheck]) -> anyhow::Result<Table> {
     let mut table = Table::new(
         "Tail check: rates fitted on every 10th comparison against the counts of all of them",
-        ["counted comparisons", "score", "counted rate", "predicted rate", "predicted / counted", "from"],
+        [
+            "counted comparisons",
+            "score",
+            "counted rate",
+            "predicted rate",
+            "predicted / counted",
+            "from",
+            "anchored at the fit threshold / counted",
+        ],
     );
     for row in rows {
         table.push_row([
@@ -1418,6 +1426,7 @@ fn tail_check_table(rows: &[TailCheck]) -> anyhow::Result<Table> {
             format_rate(row.predicted_rate),
             format!("{:.2}", row.predicted_rate / row.counted_rate),
             if row.extrapolated { "fitted tail" } else { "counted" }.to_owned(),
+            format!("{:.2}", row.predicted_from_fit_threshold / row.counted_rate),
         ])?;
     }
     Ok(table)

@@ -250,6 +250,10 @@ pub struct TailCheck {
     pub predicted_rate: f64,
     /// Whether the prediction came from the subsample's fitted tail.
     pub extrapolated: bool,
+    /// The same exponential anchored where it was fitted (the subsample's `k+1`-th highest score, at rate `k/m`)
+    /// instead of at the table's last point: the textbook peaks-over-threshold estimate, whose anchor rests on
+    /// `k` counts rather than 30.
+    pub predicted_from_fit_threshold: f64,
 }
 
 /// How far the fitted tail can be trusted: rates built from every `keep_one_in`-th comparison (in the order
@@ -259,6 +263,9 @@ pub struct TailCheck {
 pub fn tail_check(scores: &[f32], keep_one_in: usize, exceedances: &[usize]) -> Result<Vec<TailCheck>, MetricError> {
     let mut subsample: Vec<f32> = scores.iter().step_by(keep_one_in.max(1)).copied().collect();
     let fitted = impostor_rates(&mut subsample)?;
+    // `subsample` is now sorted descending: the fit threshold is its (k+1)-th highest score.
+    let fit_threshold = f64::from(subsample[fitted.tail_fit()]);
+    let fit_rate = fitted.tail_fit() as f64 / subsample.len() as f64;
     let mut all = scores.to_vec();
     // Checks the scores and sorts them descending.
     impostor_rates(&mut all)?;
@@ -275,6 +282,8 @@ pub fn tail_check(scores: &[f32], keep_one_in: usize, exceedances: &[usize]) -> 
                 counted_rate: counted as f64 / n as f64,
                 predicted_rate: fitted.rate_at(score),
                 extrapolated: fitted.is_extrapolated(score),
+                predicted_from_fit_threshold: fit_rate
+                    * (-(f64::from(score) - fit_threshold) / fitted.tail_scale()).exp(),
             }
         })
         .collect())
@@ -359,6 +368,11 @@ mod tests {
         // Where it counts 30 and 3 the tenth has passed its table's end (30 of 4,000 ≈ 300 of 40,000).
         assert!(rows[1].extrapolated && rows[2].extrapolated);
         assert_eq!(rows[2].counted_rate, 3.0 / 40_000.0);
+        // The tenth: 4,000 scores, k = 40, anchored at its 41st highest score with rate 40 / 4,000.
+        let mut tenth: Vec<f32> = scores.iter().step_by(10).copied().collect();
+        let scale = impostor_rates(&mut tenth).unwrap().tail_scale();
+        let expected = 0.01 * (-(f64::from(rows[1].score) - f64::from(tenth[40])) / scale).exp();
+        assert!((rows[1].predicted_from_fit_threshold / expected - 1.0).abs() < 1e-3, "{:?} vs {expected}", rows[1]);
     }
 
     #[test]
