@@ -1,15 +1,18 @@
-"""Int8 study of a recognizer: static QDQ quantisation with onnxruntime, then its speed and accuracy against fp32.
+"""Int8 study of a recognizer: the speed and accuracy of an int8 build against its full-precision source.
 
-Measures, does not ship: the quantised file goes to --out (default /tmp/facematch-int8), never into models/.
-Calibration: aligned crops of 300 seeded photos of the first half (alphabetical) of lfw-dev's identities.
-Test: every photo of the second half's identities with at least 2 photos; all mated pairs and all non-mated pairs;
-TAR at FAR 1e-2/1e-3/1e-4, and the cosine between the fp32 and int8 embeddings of the same crop.
+Measures, does not build: the int8 file is the one scripts/setup.sh made from its recipe in
+scripts/quantize_recognizer.py (to try a new recipe, add it there, then run its `ranges` and `build` steps). The
+recipes' calibration crops come from the first half (alphabetical) of lfw-dev's identities; this study tests on
+every photo of the second half's identities with at least 2 photos: all mated and all non-mated pairs, TAR at FAR
+1e-2/1e-3/1e-4, and the cosine between the float and int8 embeddings of the same crop.
 Speed: one intra-op thread, the two sessions alternating, 5 rounds of 100 runs on one crop, median per face.
 
-    .venv/bin/python scripts/quantization_study.py dlib-resnet-v1 [--shared ../shared] [--out DIR]
+    .venv/bin/python scripts/quantization_study.py dlib-resnet-v1-int8 [--shared ../shared]
+
+(The session-4 figures in docs/benchmarks.md came from this script's first version, commit 8f162fe, which
+quantised inside the study with plain min-max ranges.)
 """
 import argparse
-import random
 import sys
 import time
 from pathlib import Path
@@ -17,39 +20,22 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quantize_recognizer as qr
 import reference_pipeline as rp
-from onnxruntime.quantization import quantize_static, CalibrationDataReader, QuantFormat, QuantType
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
 parser = argparse.ArgumentParser(description="int8 study of a recognizer")
-parser.add_argument("recognizer", choices=sorted(rp.RECOGNIZERS))
+parser.add_argument("model", choices=sorted(qr.RECIPES))
 parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared")
-parser.add_argument("--out", type=Path, default=Path("/tmp/facematch-int8"))
 args = parser.parse_args()
-rid = args.recognizer
-args.out.mkdir(parents=True, exist_ok=True)
+source = qr.RECIPES[args.model].source
 models = Path(__file__).resolve().parent.parent / "models"
-pipe = rp.Pipeline(rid, models)
-spec = rp.RECOGNIZERS[rid]
+src, q = models / f"{source}.onnx", models / f"{args.model}.onnx"
+if not q.is_file():
+    sys.exit(f"quantization_study: {q} is missing; run scripts/setup.sh")
+pipe = rp.Pipeline(source, models)
 lfw = args.shared / "faces" / "lfw-dev"
 people = sorted(p for p in lfw.iterdir() if p.is_dir())
-half = len(people) // 2
-calib_people, test_people = people[:half], people[half:]
-random.seed(1)
-calib_photos = random.sample([f for p in calib_people for f in sorted(p.iterdir())], 300)
-crops = [c for c in (pipe.aligned_crop(f) for f in calib_photos) if c is not None]
-print("calibration crops", len(crops), flush=True)
-
-class Reader(CalibrationDataReader):
-    def __init__(self): self.it = iter([{pipe.recognizer.input_name: pipe.recognizer.to_blob(c)} for c in crops])
-    def get_next(self): return next(self.it, None)
-
-src = models / spec.file
-pre = args.out / f"{rid}-pre.onnx"
-q = args.out / f"{rid}-int8.onnx"
-quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+test_people = people[len(people) // 2:]
 
 def session(path):
     o = ort.SessionOptions(); o.intra_op_num_threads = 1; o.inter_op_num_threads = 1
@@ -58,7 +44,8 @@ def session(path):
     return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
 s32, s8 = session(src), session(q)
 name = pipe.recognizer.input_name
-blob = pipe.recognizer.to_blob(crops[0])
+first = next(c for c in (pipe.aligned_crop(f) for p in test_people for f in sorted(p.iterdir())) if c is not None)
+blob = pipe.recognizer.to_blob(first)
 for s in (s32, s8): [s.run(None, {name: blob}) for _ in range(20)]
 t = {"fp32": [], "int8": []}
 for r in range(5):
@@ -68,7 +55,7 @@ for r in range(5):
         t[k].append((time.perf_counter() - t0) * 10)
 print("embed ms per face (median of 5x100):", {k: round(float(np.median(v)), 3) for k, v in t.items()}, flush=True)
 
-# accuracy on held-out identities: every photo of test people with >= 2 photos, all mated pairs + seeded non-mated
+# accuracy on held-out identities: every photo of test people with >= 2 photos, all mated and non-mated pairs
 emb32, emb8, ids = [], [], []
 for p in test_people:
     files = sorted(p.iterdir())

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::{BoundingBox, Landmarks};
 use crate::embed::{normalise, Embedding};
-use crate::gallery::Watchlist;
 use crate::index::{LabelFilter, Neighbour, SearchParams};
 use crate::pipeline::{Analysis, AnalyzeOptions, AnalyzedFace, StageTimings};
 use crate::quality::FaceQuality;
@@ -269,7 +268,6 @@ impl WatchlistService {
             return Err(ServiceError::InvalidRequest(format!("k must be between 1 and {}", self.config.max_k)));
         }
         let all = self.store.list_watchlists()?;
-        let by_label: HashMap<u32, Watchlist> = all.iter().map(|w| (w.id, w.clone())).collect();
         let filter = match &request.watchlists {
             None => LabelFilter::All,
             Some(names) if names.is_empty() => LabelFilter::All,
@@ -287,9 +285,28 @@ impl WatchlistService {
                 LabelFilter::Only(labels)
             }
         };
-        let mut context = SearchContext { k, filter, by_label, gallery_size: self.index.len(), identification_floor: None };
+        let gallery_size = self.index.len();
+        let alert_thresholds = all.iter().map(|w| (w.id, self.alert_threshold(w.alert_fpir, gallery_size))).collect();
+        let default_threshold = self.alert_threshold(self.config.default_alert_fpir, gallery_size);
+        let mut context = SearchContext {
+            k,
+            filter,
+            gallery_size,
+            alert_thresholds,
+            default_threshold,
+            identification_floor: None,
+        };
         context.identification_floor = self.identification_floor(request, &context);
         Ok(context)
+    }
+
+    /// The decision score a watchlist with alert target `fpir` needs at this gallery size: from the calibration, or
+    /// the model's 1:1 threshold when the manifest has none.
+    fn alert_threshold(&self, fpir: f64, gallery_size: usize) -> f32 {
+        match &self.calibration {
+            Some(c) => c.threshold(fpir, gallery_size),
+            None => self.pipeline.recognizer().manifest().thresholds.as_ref().map(|t| t.verify).unwrap_or(1.0),
+        }
     }
 
     /// The lowest alert threshold among the searched watchlists, when identification mode decides on the raw top-1
@@ -298,16 +315,11 @@ impl WatchlistService {
         if request.mode != SearchMode::Identification || self.statistic() != super::DecisionStatistic::Top1 {
             return None;
         }
-        let searched = context.by_label.iter().filter(|(label, _)| match &context.filter {
+        let searched = context.alert_thresholds.iter().filter(|(label, _)| match &context.filter {
             LabelFilter::All => true,
             LabelFilter::Only(labels) => labels.contains(label),
         });
-        let fpirs = searched.map(|(_, w)| w.alert_fpir).chain(std::iter::once(self.config.default_alert_fpir));
-        let thresholds: Vec<f32> = match &self.calibration {
-            Some(c) => fpirs.map(|fpir| c.threshold(fpir, context.gallery_size)).collect(),
-            None => vec![self.pipeline.recognizer().manifest().thresholds.as_ref().map(|t| t.verify).unwrap_or(1.0)],
-        };
-        thresholds.into_iter().reduce(f32::min)
+        searched.map(|(_, threshold)| *threshold).chain(std::iter::once(context.default_threshold)).reduce(f32::min)
     }
 
     /// Ranked candidates for one query vector.
@@ -341,7 +353,6 @@ impl WatchlistService {
         let decision = statistic.decide(&ranked);
         let ids: Vec<i64> = best.iter().map(|b| b.0).collect();
         let subjects = self.store.subjects_by_ids(&ids)?;
-        let verify = self.pipeline.recognizer().manifest().thresholds.as_ref().map(|t| t.verify).unwrap_or(1.0);
         let mut out = Vec::with_capacity(context.k);
         for (i, (subject_id, template_id, similarity, label)) in best.into_iter().enumerate() {
             let Some(subject) = subjects.get(&subject_id) else { continue };
@@ -349,10 +360,10 @@ impl WatchlistService {
                 super::DecisionStatistic::Top1 => Some(similarity),
                 super::DecisionStatistic::Margin { .. } => (i == 0).then_some(decision).flatten(),
             };
-            let alert_fpir = context.by_label.get(&label).map(|w| w.alert_fpir).unwrap_or(self.config.default_alert_fpir);
-            let (fpir, threshold) = match &self.calibration {
-                Some(c) => (decision_score.map(|s| c.fpir(s, context.gallery_size)), c.threshold(alert_fpir, context.gallery_size)),
-                None => (None, verify),
+            let threshold = context.alert_thresholds.get(&label).copied().unwrap_or(context.default_threshold);
+            let fpir = match &self.calibration {
+                Some(c) => decision_score.map(|s| c.fpir(s, context.gallery_size)),
+                None => None,
             };
             let fpir_extrapolated = match (&self.calibration, decision_score) {
                 (Some(c), Some(s)) => c.is_extrapolated(s),
@@ -437,8 +448,11 @@ impl WatchlistService {
 struct SearchContext {
     k: usize,
     filter: LabelFilter,
-    by_label: HashMap<u32, Watchlist>,
     gallery_size: usize,
+    /// Alert threshold of every watchlist at this gallery size, and the default one for a label no longer listed:
+    /// computed once per search rather than once per candidate.
+    alert_thresholds: HashMap<u32, f32>,
+    default_threshold: f32,
     /// Computed once per search, for every face of the photo: see `identification_floor`.
     identification_floor: Option<f32>,
 }
