@@ -603,6 +603,26 @@ fn decode_stride(
     }
 }
 
+/// Faces at least this share of the largest face's box area compete to be a photo's subject.
+const SUBJECT_MIN_AREA_SHARE: f32 = 0.5;
+
+/// Which of a photo's faces is its subject: among faces whose box is at least half as large as the largest, the
+/// one whose box centre is nearest the photo's centre. A portrait frames its subject in the middle, while a
+/// bystander at the edge can be as large or larger (LFW's photos are framed on their labelled person; on lfw-dev
+/// this choice instead of the largest face lowers FNIR and raises rank-1: docs/benchmarks.md, issue 5).
+pub fn subject_index<'a>(boxes: impl IntoIterator<Item = &'a BoundingBox>, width: u32, height: u32) -> Option<usize> {
+    let boxes: Vec<&BoundingBox> = boxes.into_iter().collect();
+    let largest = boxes.iter().map(|b| b.area()).fold(0.0f32, f32::max);
+    let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
+    let off_centre = |b: &BoundingBox| (b.x + b.width / 2.0 - cx).powi(2) + (b.y + b.height / 2.0 - cy).powi(2);
+    boxes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.area() >= SUBJECT_MIN_AREA_SHARE * largest)
+        .min_by(|(_, a), (_, b)| off_centre(a).total_cmp(&off_centre(b)))
+        .map(|(i, _)| i)
+}
+
 /// Greedy non-maximum suppression; returns survivors best first.
 pub fn suppress(mut detections: Vec<Detection>, iou: f32) -> Vec<Detection> {
     detections.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -633,6 +653,24 @@ mod tests {
             landmarks: Landmarks { points: [[0.0; 2]; 5] },
             score,
         }
+    }
+
+    #[test]
+    fn the_subject_is_the_most_central_of_the_large_faces() {
+        let boxes = |ds: &[Detection]| ds.iter().map(|d| d.bbox).collect::<Vec<_>>();
+        // 250x250 photo, centre (125, 125). A bystander at the edge is the largest face (100 px); a central face
+        // of 80 px (64 % of its area) is the subject.
+        let faces = [det(0.0, 0.0, 100.0, 0.9), det(85.0, 85.0, 80.0, 0.8)];
+        assert_eq!(subject_index(&boxes(&faces), 250, 250), Some(1));
+        // At 70 px (49 % of the largest's area) the central face no longer competes: the largest wins.
+        let faces = [det(0.0, 0.0, 100.0, 0.9), det(90.0, 90.0, 70.0, 0.8)];
+        assert_eq!(subject_index(&boxes(&faces), 250, 250), Some(0));
+        // Equal faces: the nearer centre wins, whichever order they come in.
+        let faces = [det(100.0, 100.0, 50.0, 0.7), det(130.0, 130.0, 50.0, 0.9)];
+        assert_eq!(subject_index(&boxes(&faces), 250, 250), Some(0));
+        assert_eq!(subject_index(&boxes(&[faces[1], faces[0]]), 250, 250), Some(1));
+        assert_eq!(subject_index(&boxes(&[]), 250, 250), None);
+        assert_eq!(subject_index(&boxes(&faces[..1]), 250, 250), Some(0));
     }
 
     #[test]

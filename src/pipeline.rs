@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::align::{align_face, AlignError, AlignedFace};
 use crate::config::{Config, ConfigError};
 use crate::decode::{decode_photo, DecodeError, DecodeLimits, Photo};
-use crate::detect::{DetectError, Detection, Detector, DetectorLoadError};
+use crate::detect::{subject_index, DetectError, Detection, Detector, DetectorLoadError};
 use crate::embed::{EmbedError, Embedding, Recognizer};
 use crate::manifest::{AlignmentSpec, ManifestError, ModelManifest};
 use crate::quality::{assess_face, FaceQuality};
@@ -79,6 +79,14 @@ pub struct Analysis {
     pub photo_sha256: String,
     pub faces: Vec<AnalyzedFace>,
     pub timings: StageTimings,
+}
+
+impl Analysis {
+    /// The photo's subject (see [`subject_index`]): the face a labelled photo is about, or a one-face search is for.
+    pub fn subject(&self) -> Option<&AnalyzedFace> {
+        let index = subject_index(self.faces.iter().map(|f| &f.detection.bbox), self.width, self.height)?;
+        self.faces.get(index)
+    }
 }
 
 /// Per-call options.

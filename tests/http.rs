@@ -85,7 +85,7 @@ async fn enroll_search_restart_delete() {
         let status = r.status();
         let body: Value = r.json().await.unwrap();
         if status == StatusCode::UNPROCESSABLE_ENTITY && body["error"]["code"] == "several_faces" {
-            // A group photo needs a choice: the test picks the largest face explicitly.
+            // A group photo needs a choice: the test picks the first (best-scored) face explicitly.
             let form = photo_form(&[("photo", first)]).text("face", "0");
             let r = client.post(server.url(&format!("/v1/subjects/{subject}/faces"))).multipart(form).send().await.unwrap();
             assert_eq!(r.status(), StatusCode::CREATED);

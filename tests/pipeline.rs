@@ -9,18 +9,14 @@ use facematch::embed::Embedding;
 use facematch::pipeline::{AnalyzeOptions, FacePipeline};
 use image::{imageops, DynamicImage, ImageFormat, RgbImage};
 
-/// The embedding of each photo's subject (its largest face).
+/// The embedding of each photo's subject (its most central large face).
 fn subject_embeddings(pipeline: &FacePipeline, photos: &[String]) -> HashMap<String, Embedding> {
     let mut out = HashMap::new();
     for rel in photos {
         let bytes = std::fs::read(common::deepface().join(rel)).unwrap();
         let analysis = pipeline.analyze_bytes(&bytes, AnalyzeOptions::default()).unwrap();
-        let face = analysis
-            .faces
-            .into_iter()
-            .max_by(|a, b| a.detection.bbox.area().total_cmp(&b.detection.bbox.area()))
-            .unwrap_or_else(|| panic!("{rel}: no face detected"));
-        out.insert(rel.clone(), face.embedding);
+        let face = analysis.subject().unwrap_or_else(|| panic!("{rel}: no face detected"));
+        out.insert(rel.clone(), face.embedding.clone());
     }
     out
 }

@@ -1,7 +1,7 @@
 //! `facematch eval verify | identify`: accuracy figures on labelled photo folders (owned by the eval harness).
 //!
-//! Both commands run the face pipeline once per photo (largest face = the photo's subject), cache the subject's
-//! template per (models, photo sha256) under `--cache`, apply a fixed protocol from [`crate::eval::protocol`], and
+//! Both commands run the face pipeline once per photo (its subject: the most central of its large faces), cache the
+//! subject's template per (models, photo sha256) under `--cache`, apply a fixed protocol from [`crate::eval::protocol`], and
 //! write a report (terminal, JSON, Markdown, HTML, figures) plus a `<stem>.summary.json` with the headline numbers
 //! in machine-readable form. A photo in which no face is found is a failure to acquire (FTA): in verification its
 //! pairs score −1 (the lowest cosine, so they are never accepted); in identification a mated search without a face
@@ -175,7 +175,7 @@ pub fn run(config: &Config, command: &EvalCommand) -> anyhow::Result<ExitCode> {
 // Templates: pipeline runs with a cache
 // ---------------------------------------------------------------------------------------------
 
-/// What the pipeline made of one photo: its subject's template (largest face), or why there is none.
+/// What the pipeline made of one photo: its subject's template (most central large face), or why there is none.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PhotoTemplate {
     photo_sha256: String,
@@ -319,7 +319,7 @@ fn analyse_photo(pipeline: &FacePipeline, path: &Path, sha: &str) -> anyhow::Res
             })
         }
     };
-    let subject = analysis.faces.iter().max_by(|a, b| a.detection.bbox.area().total_cmp(&b.detection.bbox.area()));
+    let subject = analysis.subject();
     Ok(PhotoTemplate {
         photo_sha256: sha.to_owned(),
         faces: analysis.faces.len(),
@@ -505,7 +505,7 @@ fn verify(config: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         &figure_path(&args.run.out, &stem, "scores"),
     )?);
     report.notes.push(format!(
-        "the subject of a photo is its largest face; a photo without one is a failure to acquire and its pairs score \
+        "the subject of a photo is its most central face among those at least half the largest's size; a photo without one is a failure to acquire and its pairs score \
          {NO_FACE_PAIR_SCORE} (never accepted)"
     ));
     report.notes.push(
@@ -1246,7 +1246,7 @@ fn identify(config: &Config, args: &IdentifyArgs) -> anyhow::Result<ExitCode> {
     };
 
     report.notes.extend([
-        "the subject of a photo is its largest face; search is exact (cosine against every gallery template); \
+        "the subject of a photo is its most central face among those at least half the largest's size; search is exact (cosine against every gallery template); \
          ranks come from the raw similarity, so every decision statistic has the same rank-k rates"
             .into(),
         "a mated search without a face, or whose identity failed to enrol, is a miss at every threshold; a \

@@ -116,8 +116,8 @@ impl WatchlistService {
             Ok(b) => b,
             Err(e) => return outcome("refused", Some("io_error"), Some(e.to_string())),
         };
-        // Folder photos are labelled with their subject: in a group photo the subject is the largest face.
-        match self.enroll(&EnrollRequest { subject_id, photo, face: FaceChoice::Largest }, actor) {
+        // Folder photos are labelled with their subject: in a group photo that is the most central large face.
+        match self.enroll(&EnrollRequest { subject_id, photo, face: FaceChoice::Subject }, actor) {
             Ok(_) => outcome("enrolled", None, None),
             Err(ServiceError::DuplicatePhoto { .. }) => outcome("skipped", Some("duplicate_photo"), None),
             Err(e) => outcome("refused", Some(e.code()), Some(e.to_string())),

@@ -26,8 +26,8 @@ pub enum FaceChoice {
     Only,
     /// This face, by index in detector-score order.
     Index(usize),
-    /// The largest face: for labelled folders whose photo subject is the main face.
-    Largest,
+    /// The photo's subject ([`crate::pipeline::Analysis::subject`]): for labelled folders of portraits.
+    Subject,
 }
 
 /// What was enrolled.
@@ -53,7 +53,7 @@ impl WatchlistService {
             (_, FaceChoice::Index(i)) => &analysis.faces[i],
             (1, FaceChoice::Only) => &analysis.faces[0],
             (_, FaceChoice::Only) => return Err(ServiceError::SeveralFaces { count }),
-            (_, FaceChoice::Largest) => super::search::largest_face(&analysis.faces).ok_or(ServiceError::NoFace)?,
+            (_, FaceChoice::Subject) => analysis.subject().ok_or(ServiceError::NoFace)?,
         };
         let reasons = self.quality.shortfalls(&face.quality);
         if !reasons.is_empty() {

@@ -113,10 +113,6 @@ pub struct VerifyResult {
     pub template_id: Option<i64>,
 }
 
-/// The face a one-face operation uses: the largest.
-pub(super) fn largest_face(faces: &[AnalyzedFace]) -> Option<&AnalyzedFace> {
-    faces.iter().max_by(|a, b| a.detection.bbox.area().total_cmp(&b.detection.bbox.area()))
-}
 
 impl WatchlistService {
     /// Searches every face of a photo.
@@ -239,7 +235,7 @@ impl WatchlistService {
 
     fn probe_embedding(&self, photo: &[u8]) -> Result<Embedding, ServiceError> {
         let analysis = self.pipeline.analyze_bytes(photo, AnalyzeOptions::default())?;
-        largest_face(&analysis.faces).map(|f| f.embedding.clone()).ok_or(ServiceError::NoFace)
+        analysis.subject().map(|f| f.embedding.clone()).ok_or(ServiceError::NoFace)
     }
 
     fn checked_embedding(&self, embedding: &[f32]) -> Result<Vec<f32>, ServiceError> {
