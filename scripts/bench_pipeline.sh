@@ -9,14 +9,16 @@
 # unlike wall time, does not grow when other processes hold the CPU), and prints the Rust/Python ratios.
 #
 # Both sides do the same work per photo: decode (the file read included), detect at the same input size (the
-# detector model decides: a fixed-size model is letterboxed, a dynamic one gets the photo at its own size shrunk to
-# fit 640, padded to a multiple of 32), then align and embed one face (Python: the largest, Rust: the best score).
+# detector model decides: a fixed-size model is letterboxed, a dynamic one gets the photo shrunk to fit 640 or
+# enlarged at most --max-upscale times, default 2 as the service's `detection.max_upscale`, padded to a multiple of
+# 32), then align and embed one face (Python: the largest, Rust: the best score).
 #
 # Usage: scripts/bench_pipeline.sh [--rounds N] [--repeat R] [--detector ID] [--recognizers "ID ..."] [--out DIR]
-#                                  [--lfw-limit N] [--python-detector FILE]
+#                                  [--lfw-limit N] [--python-detector FILE] [--max-upscale X]
 # --python-detector gives the reference another detector file than the Rust side's (e.g. the fixed 640x640 YuNet,
 # to compare against the reference as it ran before the dynamic-size model); the work then differs, and the
-# summary says so.
+# summary says so. --max-upscale X (a decimal, default 2.0) caps both sides' enlargement of small photos; 1.0
+# measures the work of the session-2 and session-5 runs.
 # Needs scripts/setup.sh to have run. Writes every run's JSON and summary.json/summary.md into --out
 # (default reports/bench-pipeline/<UTC time>).
 set -euo pipefail
@@ -31,6 +33,7 @@ recognizers="dlib-resnet-v1 dlib-resnet-v1-int8 face-reid-retail-0095 face-reid-
 lfw_limit=50
 out="reports/bench-pipeline/$(date -u +%Y%m%dT%H%M%SZ)"
 python_detector_file=""
+max_upscale=2.0
 die() { printf 'bench_pipeline: error: %s\n' "$*" >&2; exit 1; }
 say() { printf 'bench_pipeline: %s\n' "$*" >&2; }
 
@@ -43,7 +46,8 @@ while [ $# -gt 0 ]; do
     --out) out="$2"; shift 2 ;;
     --lfw-limit) lfw_limit="$2"; shift 2 ;;
     --python-detector) python_detector_file="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --max-upscale) max_upscale="$2"; shift 2 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -77,10 +81,10 @@ run_set() {
   if [ "$set" = lfw ]; then limit_py=(--limit "$lfw_limit"); limit_rs=(--limit "$lfw_limit"); fi
   run_python() {
     nice .venv/bin/python scripts/reference_pipeline.py --photos "$@" "${limit_py[@]}" --recognizer "$recognizer" \
-      --detector "$python_detector_file" --repeat "$repeat" --json "$python_json" >/dev/null
+      --detector "$python_detector_file" --max-upscale "$max_upscale" --repeat "$repeat" --json "$python_json" >/dev/null
   }
   run_rust() {
-    nice "$binary" --recognizer "$recognizer" bench pipeline "$@" "${limit_rs[@]}" --detector "$detector" \
+    FACEMATCH_DETECTION__MAX_UPSCALE="$max_upscale" nice "$binary" --recognizer "$recognizer" bench pipeline "$@" "${limit_rs[@]}" --detector "$detector" \
       --max-faces 1 --repeat "$repeat" --json "$rust_json" >/dev/null
   }
   if [ $((round % 2)) -eq 1 ]; then run_python "$@"; run_rust "$@"; else run_rust "$@"; run_python "$@"; fi
@@ -94,7 +98,7 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
-.venv/bin/python - "$out" "$detector" "$rounds" "$repeat" "$lfw_limit" "$python_detector_file" "$detector_file" <<'PY'
+.venv/bin/python - "$out" "$detector" "$rounds" "$repeat" "$lfw_limit" "$python_detector_file" "$detector_file" "$max_upscale" <<'PY'
 """Medians over rounds of each run's per-stage median, and the Rust/Python ratio per stage."""
 import json
 import platform
@@ -103,11 +107,11 @@ import sys
 from pathlib import Path
 
 out, detector, rounds, repeat, lfw_limit = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
-python_detector, rust_detector_file = sys.argv[6], sys.argv[7]
+python_detector, rust_detector_file, max_upscale = sys.argv[6], sys.argv[7], float(sys.argv[8])
 stages = ["decode", "detect", "align", "embed", "total"]
-summary = {"detector": detector, "python_detector_file": python_detector, "rounds": rounds,
+summary = {"detector": detector, "python_detector_file": python_detector, "max_upscale": max_upscale, "rounds": rounds,
            "repeat_per_round": int(repeat), "sets": {}}
-lines = [f"detector {detector}; {rounds} rounds x {repeat} pass(es); per stage: median over rounds of each run's "
+lines = [f"detector {detector} (max upscale {max_upscale:g}); {rounds} rounds x {repeat} pass(es); per stage: median over rounds of each run's "
          "median wall ms; processor time: median over rounds of (user + system ms of the timed passes) / photos; "
          "ratio = Rust / Python", ""]
 if python_detector != rust_detector_file:

@@ -10,8 +10,8 @@ Script modes:
         times each stage over the photos (largest face per photo) and prints per-stage mean milliseconds.
 
 The detector runs at its fixed input size (letterboxed) when the model has one; a model with a dynamic input size
-(yunet_s_dynamic.onnx) gets the photo at its own size, shrunk to fit 640 when larger, padded to a multiple of 32 —
-what OpenCV's FaceDetectorYN does after setInputSize(photo size).
+(yunet_s_dynamic.onnx) gets the photo shrunk to fit 640 when larger, or enlarged up to --max-upscale (default 2,
+as the Rust pipeline's `detection.max_upscale`) when smaller, padded to a multiple of 32.
     reference_pipeline.py --pairs pairs.csv --recognizer ID [--threshold T]
         embeds every photo in the pair list and prints verification accuracy at the best cosine threshold and at T.
 """
@@ -41,6 +41,9 @@ DETECTOR_SIZE_MULTIPLE = 32
 DETECTOR_STRIDES = (8, 16, 32)
 DEFAULT_SCORE_THRESHOLD = 0.6
 DEFAULT_NMS_IOU = 0.3
+# Largest enlargement of a small photo for a dynamic-size detector (the Rust default): YuNet's landmarks are more
+# precise on a larger face.
+DEFAULT_MAX_UPSCALE = 2.0
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
@@ -158,8 +161,9 @@ class FaceDetector:
     """YuNet: at its fixed input size, letterboxed, or at the photo's own size for a dynamic-size model."""
 
     def __init__(self, model_path: Path, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-                 nms_iou: float = DEFAULT_NMS_IOU) -> None:
+                 nms_iou: float = DEFAULT_NMS_IOU, max_upscale: float = DEFAULT_MAX_UPSCALE) -> None:
         self.session = open_session(model_path)
+        self.max_upscale = max(1.0, max_upscale)
         self.model_file = model_path.name
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
@@ -182,14 +186,14 @@ class FaceDetector:
 
     def letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Scales the photo (bilinear) to fit the model input — the fixed size, or for a dynamic model its own size
-        shrunk to fit 640 — and pads right/bottom with zeros; returns the NCHW blob and the per-axis scale factors
+        shrunk to fit 640 or enlarged at most max_upscale times — and pads right/bottom with zeros; returns the NCHW blob and the per-axis scale factors
         from original to letterboxed pixels."""
         height, width = image.shape[:2]
         if self.fixed_size is not None:
             input_h, input_w = self.fixed_size
             scale = min(input_h / height, input_w / width)
         else:
-            scale = min(1.0, DETECTOR_INPUT_SIZE / max(height, width))
+            scale = min(self.max_upscale, DETECTOR_INPUT_SIZE / max(height, width))
         new_w = max(1, round(width * scale))
         new_h = max(1, round(height * scale))
         if self.fixed_size is not None:
@@ -327,10 +331,10 @@ class Pipeline:
 
     def __init__(self, recognizer_id: str, models_dir: Path = DEFAULT_MODELS_DIR,
                  score_threshold: float = DEFAULT_SCORE_THRESHOLD, nms_iou: float = DEFAULT_NMS_IOU,
-                 detector_file: str = DETECTOR_FILE) -> None:
+                 detector_file: str = DETECTOR_FILE, max_upscale: float = DEFAULT_MAX_UPSCALE) -> None:
         if recognizer_id not in RECOGNIZERS:
             raise PipelineError(f"choosing recognizer: unknown id {recognizer_id} (known: {', '.join(RECOGNIZERS)})")
-        self.detector = FaceDetector(models_dir / detector_file, score_threshold, nms_iou)
+        self.detector = FaceDetector(models_dir / detector_file, score_threshold, nms_iou, max_upscale)
         self.recognizer = Recognizer(RECOGNIZERS[recognizer_id], models_dir)
 
     def process(self, path: Path) -> tuple[np.ndarray | None, Detection | None, StageTimes]:
@@ -476,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, help="cosine threshold to report pair accuracy at")
     parser.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD)
     parser.add_argument("--nms-iou", type=float, default=DEFAULT_NMS_IOU)
+    parser.add_argument("--max-upscale", type=float, default=DEFAULT_MAX_UPSCALE,
+                        help="largest enlargement of a small photo for a dynamic-size detector")
     parser.add_argument("--json", type=Path, help="write the report here as JSON")
     args = parser.parse_args(argv)
     if (args.photos is None) == (args.pairs is None):
@@ -483,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1 or args.limit < 0:
         parser.error("--repeat must be >= 1 and --limit >= 0")
     try:
-        pipeline = Pipeline(args.recognizer, args.models, args.score_threshold, args.nms_iou, args.detector)
+        pipeline = Pipeline(args.recognizer, args.models, args.score_threshold, args.nms_iou, args.detector,
+                            args.max_upscale)
         if args.pairs is not None:
             report = evaluate_pairs(pipeline, args.pairs, args.threshold)
             print(f"{report['recognizer']} on {args.pairs}: {report['pairs']} pairs "
