@@ -74,11 +74,11 @@ pub fn embed(config: &Config, photos: &[PathBuf], min_face_px: Option<f32>) -> a
 
 pub fn compare(config: &Config, a: &Path, b: &Path) -> anyhow::Result<ExitCode> {
     let pipeline = FacePipeline::load(config)?;
-    let first = |path: &Path| -> anyhow::Result<crate::pipeline::AnalyzedFace> {
+    let subject = |path: &Path| -> anyhow::Result<crate::pipeline::AnalyzedFace> {
         let analysis = analyze_file(&pipeline, path, None)?;
-        analysis.faces.into_iter().next().with_context(|| format!("photo {}: no face detected", path.display()))
+        analysis.subject().cloned().with_context(|| format!("photo {}: no face detected", path.display()))
     };
-    let (fa, fb) = (first(a)?, first(b)?);
+    let (fa, fb) = (subject(a)?, subject(b)?);
     let manifest = pipeline.recognizer().manifest();
     let threshold = manifest.thresholds.as_ref().map(|t| t.verify).context("recognizer manifest has no verify threshold")?;
     let score = fa.embedding.similarity(&fb.embedding).context("embeddings come from different models")?;

@@ -46,7 +46,8 @@ pub enum Command {
         #[arg(long)]
         min_face_px: Option<f32>,
     },
-    /// Compare the best face of two photos: similarity and same/different at the model's 1:1 threshold.
+    /// Compare the subjects of two photos (each its most central large face): similarity and same/different at the
+    /// model's 1:1 threshold.
     Compare { a: PathBuf, b: PathBuf },
     /// List the model manifests and verify each model file (presence, sha256, tensor names and shapes).
     Models,
