@@ -1,11 +1,11 @@
 //! `facematch eval verify | identify`: accuracy figures on labelled photo folders (owned by the eval harness).
 //!
 //! Both commands run the face pipeline once per photo (its subject: the most central of its large faces), cache the
-//! subject's template per (models, photo sha256) under `--cache`, apply a fixed protocol from [`crate::eval::protocol`], and
-//! write a report (terminal, JSON, Markdown, HTML, figures) plus a `<stem>.summary.json` with the headline numbers
-//! in machine-readable form. A photo in which no face is found is a failure to acquire (FTA): in verification its
-//! pairs score −1 (the lowest cosine, so they are never accepted); in identification a mated search without a face
-//! is a miss and a non-mated one never alarms.
+//! subject's template per (models, photo sha256) under `--cache`, apply a fixed protocol from
+//! [`crate::eval::protocol`], and write a report (terminal, JSON, Markdown, HTML, figures) plus a
+//! `<stem>.summary.json` with the headline numbers in machine-readable form. A photo in which no face is found is a
+//! failure to acquire (FTA): in verification its pairs score −1 (the lowest cosine, so they are never accepted); in
+//! identification a mated search without a face is a miss and a non-mated one never alarms.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::OpenOptions;
@@ -505,8 +505,8 @@ fn verify(config: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         &figure_path(&args.run.out, &stem, "scores"),
     )?);
     report.notes.push(format!(
-        "the subject of a photo is its most central face among those at least half the largest's size; a photo without one is a failure to acquire and its pairs score \
-         {NO_FACE_PAIR_SCORE} (never accepted)"
+        "the subject of a photo is its most central face among those at least half the largest's size; a photo \
+         without one is a failure to acquire and its pairs score {NO_FACE_PAIR_SCORE} (never accepted)"
     ));
     report.notes.push(
         "TAR at FAR rests on the impostor pair count in its row; a FAR target below 1/impostor pairs is not \
@@ -1246,8 +1246,9 @@ fn identify(config: &Config, args: &IdentifyArgs) -> anyhow::Result<ExitCode> {
     };
 
     report.notes.extend([
-        "the subject of a photo is its most central face among those at least half the largest's size; search is exact (cosine against every gallery template); \
-         ranks come from the raw similarity, so every decision statistic has the same rank-k rates"
+        "the subject of a photo is its most central face among those at least half the largest's size; search is \
+         exact (cosine against every gallery template); ranks come from the raw similarity, so every decision \
+         statistic has the same rank-k rates"
             .into(),
         "a mated search without a face, or whose identity failed to enrol, is a miss at every threshold; a \
          non-mated search without a face never alarms (it still counts in the FPIR denominator)"
