@@ -26,6 +26,10 @@ when its top candidate is its mate and the decision score exceeds the (floor(0.0
         --out reports/attempts/face-choice-0095.jsonl      # about 15 minutes on one core
     .venv/bin/python scripts/face_choice_and_landmarks_attempt.py --recognizer dlib-resnet-v1 \
         --out reports/attempts/face-choice-dlib.jsonl --report-only   # re-reads the templates
+
+With --fuse OTHER.jsonl (another recognizer's output of this script), it also reports score-level fusion of the
+two models on the 2x/central templates: z(s_a) + w * z(s_b), each model's scores standardised by the mean and
+standard deviation of its gallery-against-gallery scores (no labels beyond the gallery's own identities).
 """
 
 from __future__ import annotations
@@ -154,14 +158,7 @@ def report(rows: list[dict], margins: list[int]) -> None:
     for row in rows:
         people.setdefault(row["identity"], []).append(row)
     names = sorted(people)
-    multi = [n for n in names if len(people[n]) >= 2]
-    single = [n for n in names if len(people[n]) == 1]
-    halves = []
-    for seed in range(1, 11):
-        rng = np.random.default_rng(seed)
-        m, s = rng.permutation(multi), rng.permutation(single)
-        halves.append(sorted([*m[:len(m) // 2], *s[:len(s) // 2]]))
-        halves.append(sorted([*m[len(m) // 2:], *s[len(s) // 2:]]))
+    halves = split_halves(names, people)
     for margin in margins:
         statistic = f"margin({margin})" if margin else "top1"
         base = [fnir_at_fpir(people, h, VARIANTS[0], 0)[1] for h in halves]
@@ -178,12 +175,73 @@ def report(rows: list[dict], margins: list[int]) -> None:
                   f"{change(base):+6.1f} %  {change(reference):+6.1f} % (better on {wins}/20)")
 
 
+def report_fusion(rows: list[dict], other: list[dict], weights: list[float]) -> None:
+    variant = "2x/central"
+    people: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for a, b in zip(rows, other, strict=True):
+        if a["file"] != b["file"]:
+            raise SystemExit("--fuse: the two outputs list different photos")
+        if variant in a and variant in b:
+            people.setdefault(a["identity"], []).append((np.array(a[variant]), np.array(b[variant])))
+
+    def fused(names: list[str], weight: float) -> tuple[float, float]:
+        multi = [n for n in names if len(people[n]) >= 2]
+        single = [n for n in names if len(people[n]) == 1]
+        gallery = [(n, people[n][0]) for n in multi] + [(n, people[n][0]) for n in single[0::2]]
+        mated = [(n, t) for n in multi for t in people[n][1:]]
+        probes = mated + [(n, people[n][0]) for n in single[1::2]]
+        total = 0
+        for model, w in ((0, 1.0), (1, weight)):
+            if w == 0:
+                continue
+            templates = np.array([t[model] for _, t in gallery])
+            own = (templates @ templates.T)[np.triu_indices(len(templates), 1)]
+            scores = np.array([t[model] for _, t in probes]) @ templates.T
+            total = total + w * (scores - own.mean()) / own.std()
+        labels = np.array([n for n, _ in gallery])
+        count = len(mated)
+        found = labels[total[:count].argmax(axis=1)] == np.array([n for n, _ in mated])
+        top = total.max(axis=1)
+        impostor = np.sort(top[count:])[::-1]
+        threshold = impostor[int(np.floor(0.01 * len(impostor)))]
+        return float(found.mean()), float(1 - np.mean(found & (top[:count] > threshold)))
+
+    names = sorted(people)
+    halves = split_halves(names, people)
+    base = [fused(h, 0.0)[1] for h in halves]
+    print("\nfusion on 2x/central, top1 of z(first) + w z(second): all of lfw-dev | mean of 20 halves, change "
+          "against w = 0")
+    for weight in weights:
+        rank1, fnir = fused(names, weight)
+        per_half = [fused(h, weight) for h in halves]
+        change = np.mean([f / b - 1 for (_, f), b in zip(per_half, base)]) * 100
+        wins = sum(f < b for (_, f), b in zip(per_half, base))
+        print(f"  w = {weight:4.2f}  rank-1 {rank1 * 100:6.2f} %  FNIR {fnir * 100:6.2f} % | "
+              f"rank-1 {np.mean([r for r, _ in per_half]) * 100:6.2f} %  "
+              f"FNIR {np.mean([f for _, f in per_half]) * 100:6.2f} %  {change:+6.1f} % (better on {wins}/20)")
+
+
+def split_halves(names: list[str], people: dict) -> list[list[str]]:
+    """Both halves of 10 seeded halvings, stratified by identities with several photos and with one."""
+    multi = [n for n in names if len(people[n]) >= 2]
+    single = [n for n in names if len(people[n]) == 1]
+    halves = []
+    for seed in range(1, 11):
+        rng = np.random.default_rng(seed)
+        m, s = rng.permutation(multi), rng.permutation(single)
+        halves.append(sorted([*m[:len(m) // 2], *s[:len(s) // 2]]))
+        halves.append(sorted([*m[len(m) // 2:], *s[len(s) // 2:]]))
+    return halves
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recognizer", required=True, choices=sorted(rp.RECOGNIZERS))
     parser.add_argument("--out", type=Path, required=True, help="templates of every variant (JSON lines)")
     parser.add_argument("--report-only", action="store_true", help="re-read --out instead of embedding")
     parser.add_argument("--margins", default="0,10,50", help="decision statistics: 0 = top1, k = margin(k)")
+    parser.add_argument("--fuse", type=Path, help="another recognizer's --out: also report score-level fusion")
+    parser.add_argument("--fuse-weights", default="0,0.25,0.5,0.75,1", help="weights w of the second model")
     args = parser.parse_args()
     if not args.report_only:
         variants = Variants(args.recognizer)
@@ -195,6 +253,9 @@ def main() -> int:
                     print(f"{i} photos", file=sys.stderr, flush=True)
     rows = [json.loads(line) for line in args.out.open()]
     report(rows, [int(m) for m in args.margins.split(",")])
+    if args.fuse:
+        other = [json.loads(line) for line in args.fuse.open()]
+        report_fusion(rows, other, [float(w) for w in args.fuse_weights.split(",")])
     return 0
 
 
