@@ -156,21 +156,50 @@ fn photos_from_64_to_8000_pixels_wide_are_handled() {
     }
 }
 
-#[test]
-fn small_faces_in_a_large_photo_need_the_tiled_pass() {
-    // A real face shrunk to ~24 px wide, pasted into a 4000x3000 grey scene.
-    let pipeline = common::pipeline("face-reid-retail-0095");
-    let photo = pipeline.decode(&std::fs::read(common::deepface().join("id05/img14.jpg")).unwrap()).unwrap();
+/// A real face with some context around it, resized so the face box is `face_px` wide; with that face's
+/// embedding in its own photo.
+fn face_cutout(pipeline: &FacePipeline, photo: &str, face_px: f32) -> (RgbImage, Embedding) {
+    let photo = pipeline.decode(&std::fs::read(common::deepface().join(photo)).unwrap()).unwrap();
     let reference = pipeline.analyze(&photo, AnalyzeOptions::default()).unwrap();
-    let b = reference.faces[0].detection.bbox;
+    let face = reference.subject().expect("the photo has a face");
+    let b = face.detection.bbox;
     let pad = b.width * 0.6;
     let (x0, y0) = ((b.x - pad).max(0.0) as u32, (b.y - pad).max(0.0) as u32);
     let w = ((b.width + 2.0 * pad) as u32).min(photo.width() - x0);
     let h = ((b.height + 2.0 * pad) as u32).min(photo.height() - y0);
     let crop = imageops::crop_imm(&photo.image, x0, y0, w, h).to_image();
-    let target_face = 24.0;
-    let scale = target_face / b.width;
-    let small = imageops::resize(&crop, (w as f32 * scale) as u32, (h as f32 * scale) as u32, imageops::FilterType::Triangle);
+    let scale = face_px / b.width;
+    let resized = imageops::resize(&crop, (w as f32 * scale) as u32, (h as f32 * scale) as u32, imageops::FilterType::Triangle);
+    (resized, face.embedding.clone())
+}
+
+#[test]
+fn a_portraits_subject_is_its_central_face_not_a_larger_bystander() {
+    let pipeline = common::pipeline("face-reid-retail-0095");
+    let (subject, subject_embedding) = face_cutout(&pipeline, "id05/img14.jpg", 150.0);
+    let (bystander, bystander_embedding) = face_cutout(&pipeline, "id01/img1.jpg", 190.0);
+    let mut scene = RgbImage::from_pixel(1200, 800, image::Rgb([120, 120, 120]));
+    imageops::overlay(&mut scene, &bystander, 0, 0);
+    let (sx, sy) = ((1200 - subject.width()) / 2, (800 - subject.height()) / 2);
+    imageops::overlay(&mut scene, &subject, i64::from(sx), i64::from(sy));
+    let analysis = pipeline.analyze_bytes(&encode(&scene), AnalyzeOptions::default()).unwrap();
+    assert_eq!(analysis.faces.len(), 2, "both faces are found");
+    let largest = analysis.faces.iter().max_by(|a, b| a.detection.bbox.area().total_cmp(&b.detection.bbox.area())).unwrap();
+    let chosen = analysis.subject().unwrap();
+    let similarity = |face: &facematch::pipeline::AnalyzedFace, e: &Embedding| face.embedding.similarity(e).unwrap();
+    assert!(similarity(largest, &bystander_embedding) > similarity(largest, &subject_embedding), "the bystander is the largest face");
+    assert!(
+        similarity(chosen, &subject_embedding) > similarity(chosen, &bystander_embedding),
+        "the subject is the central face: {:?}",
+        chosen.detection.bbox
+    );
+}
+
+#[test]
+fn small_faces_in_a_large_photo_need_the_tiled_pass() {
+    // A real face shrunk to ~24 px wide, pasted into a 4000x3000 grey scene.
+    let pipeline = common::pipeline("face-reid-retail-0095");
+    let (small, _) = face_cutout(&pipeline, "id05/img14.jpg", 24.0);
     let mut scene = RgbImage::from_pixel(4000, 3000, image::Rgb([120, 120, 120]));
     imageops::overlay(&mut scene, &small, 2710, 1830);
     let bytes = encode(&scene);
