@@ -156,6 +156,30 @@ fn photos_from_64_to_8000_pixels_wide_are_handled() {
     }
 }
 
+#[test]
+fn the_dynamic_detector_enlarges_small_photos_as_the_fixed_one_does() {
+    // A 250 px LFW photo: the fixed 640x640 detector sees it enlarged 2x (max_upscale), and so must the
+    // dynamic-size one, since YuNet's landmarks are more precise on the larger face (at 1x the templates differ:
+    // cosine 0.83-0.97 on these photos; docs/benchmarks.md, session 6).
+    let fixed = common::pipeline("face-reid-retail-0095");
+    let mut config = common::config_for("face-reid-retail-0095");
+    config.models.detector = "yunet-s-dynamic".into();
+    let dynamic = FacePipeline::load(&config).expect("yunet-s-dynamic must load (scripts/setup.sh copies it from the mirror)");
+    let lfw = common::shared_dir().join("faces").join("lfw-dev");
+    let mut people: Vec<_> = std::fs::read_dir(&lfw).unwrap().map(|e| e.unwrap().path()).collect();
+    people.sort();
+    for person in people.iter().take(10) {
+        let mut photos: Vec<_> = std::fs::read_dir(person).unwrap().map(|e| e.unwrap().path()).collect();
+        photos.sort();
+        let bytes = std::fs::read(&photos[0]).unwrap();
+        let a = fixed.analyze_bytes(&bytes, AnalyzeOptions::default()).unwrap();
+        let b = dynamic.analyze_bytes(&bytes, AnalyzeOptions::default()).unwrap();
+        let (a, b) = (a.subject().expect("a face"), b.subject().expect("a face"));
+        let cosine = a.embedding.similarity(&b.embedding).unwrap();
+        assert!(cosine > 0.999, "{}: cosine {cosine} between the two detectors' templates", photos[0].display());
+    }
+}
+
 /// A real face with some context around it, resized so the face box is `face_px` wide; with that face's
 /// embedding in its own photo.
 fn face_cutout(pipeline: &FacePipeline, photo: &str, face_px: f32) -> (RgbImage, Embedding) {
