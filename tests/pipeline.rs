@@ -164,7 +164,8 @@ fn the_dynamic_detector_enlarges_small_photos_as_the_fixed_one_does() {
     let fixed = common::pipeline("face-reid-retail-0095");
     let mut config = common::config_for("face-reid-retail-0095");
     config.models.detector = "yunet-s-dynamic".into();
-    let dynamic = FacePipeline::load(&config).expect("yunet-s-dynamic must load (scripts/setup.sh copies it from the mirror)");
+    let dynamic =
+        FacePipeline::load(&config).expect("yunet-s-dynamic must load (scripts/setup.sh copies it from the mirror)");
     let lfw = common::shared_dir().join("faces").join("lfw-dev");
     let mut people: Vec<_> = std::fs::read_dir(&lfw).unwrap().map(|e| e.unwrap().path()).collect();
     people.sort();
@@ -193,7 +194,8 @@ fn face_cutout(pipeline: &FacePipeline, photo: &str, face_px: f32) -> (RgbImage,
     let h = ((b.height + 2.0 * pad) as u32).min(photo.height() - y0);
     let crop = imageops::crop_imm(&photo.image, x0, y0, w, h).to_image();
     let scale = face_px / b.width;
-    let resized = imageops::resize(&crop, (w as f32 * scale) as u32, (h as f32 * scale) as u32, imageops::FilterType::Triangle);
+    let (sw, sh) = ((w as f32 * scale) as u32, (h as f32 * scale) as u32);
+    let resized = imageops::resize(&crop, sw, sh, imageops::FilterType::Triangle);
     (resized, face.embedding.clone())
 }
 
@@ -208,10 +210,14 @@ fn a_portraits_subject_is_its_central_face_not_a_larger_bystander() {
     imageops::overlay(&mut scene, &subject, i64::from(sx), i64::from(sy));
     let analysis = pipeline.analyze_bytes(&encode(&scene), AnalyzeOptions::default()).unwrap();
     assert_eq!(analysis.faces.len(), 2, "both faces are found");
-    let largest = analysis.faces.iter().max_by(|a, b| a.detection.bbox.area().total_cmp(&b.detection.bbox.area())).unwrap();
+    let area = |f: &&facematch::pipeline::AnalyzedFace| f.detection.bbox.area();
+    let largest = analysis.faces.iter().max_by(|a, b| area(a).total_cmp(&area(b))).unwrap();
     let chosen = analysis.subject().unwrap();
     let similarity = |face: &facematch::pipeline::AnalyzedFace, e: &Embedding| face.embedding.similarity(e).unwrap();
-    assert!(similarity(largest, &bystander_embedding) > similarity(largest, &subject_embedding), "the bystander is the largest face");
+    assert!(
+        similarity(largest, &bystander_embedding) > similarity(largest, &subject_embedding),
+        "the bystander is the largest face"
+    );
     assert!(
         similarity(chosen, &subject_embedding) > similarity(chosen, &bystander_embedding),
         "the subject is the central face: {:?}",
