@@ -275,6 +275,21 @@ impl ModelManifest {
         Ok(())
     }
 
+    /// Identifies what this model's templates are: sha256 over the model file's sha256 and every manifest fact
+    /// that shapes an embedding (input tensor, normalisation, alignment template and size, output, dimension,
+    /// metric, mirror augmentation). Thresholds, calibration and prose are left out: they change how templates are
+    /// judged, not what they are. The gallery keeps it per model id, so templates made by another set-up of the
+    /// same id never mix with new ones.
+    pub fn template_fingerprint(&self) -> String {
+        let facts = serde_json::json!({
+            "sha256": self.sha256,
+            "input": self.input,
+            "recognizer": self.recognizer,
+            "alignment": self.alignment,
+        });
+        hex::encode(Sha256::digest(facts.to_string().as_bytes()))
+    }
+
     /// Checks the file is present and its sha256 matches. Returns the path.
     pub fn verify_file(&self) -> Result<PathBuf, ManifestError> {
         let path = self.model_path();
@@ -401,6 +416,29 @@ verify = 0.3
         assert_eq!(m.recognizer.as_ref().unwrap().dimension, 512);
         assert_eq!(m.input.fixed_size(), Some((112, 112)));
         assert_eq!(m.model_path(), dir.path().join("arc.onnx"));
+    }
+
+    #[test]
+    fn the_template_fingerprint_follows_what_shapes_a_template() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |text: &str| {
+            write(dir.path(), "test-arcface.toml", text);
+            ModelManifest::load(dir.path(), "test-arcface").unwrap().template_fingerprint()
+        };
+        let base = load(RECOGNIZER);
+        assert_eq!(base.len(), 64);
+        assert_eq!(load(RECOGNIZER), base, "the same manifest gives the same fingerprint");
+        let judged_differently =
+            RECOGNIZER.replace("verify = 0.3", "verify = 0.4").replace("license = \"MIT\"", "license = \"CC0\"");
+        assert_eq!(load(&judged_differently), base, "thresholds and prose do not change what a template is");
+        for changed in [
+            RECOGNIZER.replace("flip_augmentation = true", "flip_augmentation = false"),
+            RECOGNIZER.replace("colour = \"rgb\"", "colour = \"bgr\""),
+            RECOGNIZER.replace("[38.29, 51.69]", "[38.30, 51.69]"),
+            RECOGNIZER.replace("sha256 = \"0000", "sha256 = \"1000"),
+        ] {
+            assert_ne!(load(&changed), base, "{changed}");
+        }
     }
 
     #[test]

@@ -155,6 +155,80 @@ async fn kill_9_mid_enrollment_loses_no_acknowledged_template() {
     server.child.wait().unwrap();
 }
 
+/// A models folder whose manifests name the checkout's model files, with the default recognizer's mirror
+/// augmentation switched on: the same model id and file, but templates of another kind.
+fn models_with_the_recognizer_changed(dir: &Path) {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    for entry in std::fs::read_dir(&models).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let mut text = String::new();
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let line = match line.strip_prefix("file = \"") {
+                Some(file) => format!("file = \"{}\"", models.join(file.trim_end_matches('"')).display()),
+                None => line.to_string(),
+            };
+            text.push_str(&line);
+            text.push('\n');
+        }
+        if path.file_stem().unwrap() == "face-reid-retail-0095" {
+            assert!(text.contains("flip_augmentation = false"), "the default recognizer's manifest changed");
+            text = text.replace("flip_augmentation = false", "flip_augmentation = true");
+        }
+        std::fs::write(dir.join(path.file_name().unwrap()), text).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_model_set_up_is_refused_and_its_gallery_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_server(dir.path());
+    let client = Client::new();
+    let subject = setup_subject(&client, &server.base).await;
+    let photo = &all_photos()[0];
+    assert_eq!(enroll_face(&client, &server.base, subject, photo).await.unwrap().status(), StatusCode::CREATED);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    // Same model id, templates of another kind: the service must not start and mix them with the enrolled one.
+    let models = tempfile::tempdir().unwrap();
+    models_with_the_recognizer_changed(models.path());
+    let mut refused = Command::new(env!("CARGO_BIN_EXE_facematch"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("FACEMATCH_MODELS__DIR", models.path())
+        .env("FACEMATCH_RUNTIME__SESSIONS", "2")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = refused.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            refused.kill().unwrap();
+            panic!("the service started on a gallery whose templates another set-up of its model made");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("another set-up of this model"), "{stderr}");
+
+    // The original set-up still starts, with the enrolled template.
+    let mut server = spawn_server(dir.path());
+    assert_eq!(enrolled_templates(&client, &server.base, subject).await.len(), 1);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_request_in_flight_and_saves_the_index() {
     let dir = tempfile::tempdir().unwrap();

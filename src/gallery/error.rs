@@ -29,6 +29,8 @@ pub enum ConflictKind {
     DuplicateExternalRef,
     /// The embedding length differs from earlier templates of the same model id.
     DimensionMismatch,
+    /// The gallery's templates of a model id were made by another set-up of it (model file or manifest facts).
+    ModelChanged,
 }
 
 /// Which input rule a request broke.
@@ -109,6 +111,7 @@ impl GalleryError {
                 ConflictKind::WatchlistNotEmpty => "watchlist_not_empty",
                 ConflictKind::DuplicateExternalRef => "duplicate_external_ref",
                 ConflictKind::DimensionMismatch => "dimension_mismatch",
+                ConflictKind::ModelChanged => "model_changed",
             },
             GalleryError::Invalid { kind, .. } => match kind {
                 InvalidKind::WatchlistName => "invalid_watchlist_name",

@@ -73,6 +73,12 @@ const MIGRATIONS: &[&str] = &[
         hash      TEXT NOT NULL
     );
     "#,
+    // 2: what the templates of each model id are (`ModelManifest::template_fingerprint`), so that a changed model
+    // file or manifest under the same id is refused instead of mixing its templates with the old ones. NULL in a
+    // gallery made before it: the next service start records its model's fingerprint.
+    r#"
+    ALTER TABLE model ADD COLUMN fingerprint TEXT;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -982,6 +982,34 @@ impl GalleryStore for SqliteStore {
         })
     }
 
+    fn bind_model(&self, model_id: &str, dimension: usize, fingerprint: &str) -> Result<(), GalleryError> {
+        validation::validate_model_id(model_id)?;
+        self.write(|tx| {
+            ensure_model_dimension(tx, model_id, dimension)?;
+            let recorded: Option<String> = tx
+                .prepare_cached("SELECT fingerprint FROM model WHERE model_id = ?1")
+                .and_then(|mut statement| statement.query_row([model_id], |row| row.get(0)))
+                .context("read model fingerprint")?;
+            match recorded {
+                Some(recorded) if recorded == fingerprint => Ok(()),
+                Some(recorded) => Err(GalleryError::conflict(
+                    ConflictKind::ModelChanged,
+                    format!(
+                        "model {model_id:?}: the gallery's templates were made by another set-up of this model \
+                         (template fingerprint {recorded}, the loaded model's is {fingerprint}); restore the model \
+                         file and manifest they were made with, or enrol under a new model id"
+                    ),
+                )),
+                None => {
+                    tx.prepare_cached("UPDATE model SET fingerprint = ?2 WHERE model_id = ?1")
+                        .and_then(|mut statement| statement.execute(params![model_id, fingerprint]))
+                        .context("record model fingerprint")?;
+                    Ok(())
+                }
+            }
+        })
+    }
+
     fn count_templates(&self, model_id: &str) -> Result<usize, GalleryError> {
         self.read(|tx| {
             tx.prepare_cached("SELECT count(*) FROM template WHERE model_id = ?1")
@@ -1633,6 +1661,35 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_model_id_stays_bound_to_the_set_up_its_templates_were_made_with() {
+        let (dir, store) = open_store();
+        create_watchlist(&store, "wanted");
+        let subject = create_subject(&store, "wanted", "Jane Roe", None);
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        // A gallery made before fingerprints: a template, and its model row without one.
+        store
+            .add_template(new_template(subject.id, "model-a", random_embedding(&mut rng, 4), 1))
+            .expect("legacy template");
+        // The first start records the loaded model's fingerprint; the same set-up binds again.
+        store.bind_model("model-a", 4, &"a".repeat(64)).expect("adopts the fingerprint");
+        store.bind_model("model-a", 4, &"a".repeat(64)).expect("same set-up");
+        let changed = store.bind_model("model-a", 4, &"b".repeat(64)).expect_err("another set-up");
+        assert_eq!(changed.code(), "model_changed");
+        assert!(changed.to_string().contains("restore the model"), "{changed}");
+        let dimension = store.bind_model("model-a", 5, &"a".repeat(64)).expect_err("dimension");
+        assert_eq!(dimension.code(), "dimension_mismatch");
+        // A new model id is bound on first use, before it has any template.
+        store.bind_model("model-b", 8, &"c".repeat(64)).expect("new model");
+        assert_eq!(store.bind_model("model-b", 8, &"d".repeat(64)).expect_err("changed").code(), "model_changed");
+        // The binding is stored, not remembered by this process.
+        drop(store);
+        let reopened = SqliteStore::open(dir.path()).expect("store reopens");
+        let still = reopened.bind_model("model-a", 4, &"b".repeat(64)).expect_err("still bound");
+        assert_eq!(still.code(), "model_changed");
+        assert_eq!(stream(&reopened, "model-a").1.len(), 1, "nothing enrolled is lost");
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub trait GalleryStore: Send + Sync {
     /// the index when a subject moves to another watchlist).
     fn subject_embeddings(&self, subject_id: i64, model_id: &str) -> Result<Vec<(i64, Vec<f32>)>, GalleryError>;
     fn count_templates(&self, model_id: &str) -> Result<usize, GalleryError>;
+    /// Binds a model id to its dimension and template fingerprint before any template of it is written or
+    /// searched: registers both on first use (and the fingerprint of a gallery made before fingerprints), and
+    /// refuses with `model_changed` when the gallery's templates of this id were made by another set-up.
+    fn bind_model(&self, model_id: &str, dimension: usize, fingerprint: &str) -> Result<(), GalleryError>;
     /// Persisted change counter of the template set; an ANN index recorded at another generation is stale.
     fn generation(&self) -> Result<u64, GalleryError>;
     fn stats(&self) -> Result<GalleryStats, GalleryError>;

@@ -155,6 +155,7 @@ impl WatchlistService {
         let manifest = pipeline.recognizer().manifest();
         let calibration = manifest.calibration.as_ref().map(Calibration::from_spec).transpose()?;
         let model_id = manifest.id.clone();
+        store.bind_model(&model_id, pipeline.recognizer().dimension(), &manifest.template_fingerprint())?;
         let index_path = config.data_dir.join(format!("index-{model_id}-{}.bin", kind_name(config.index)));
         let (index, origin) = open_index(&*store, &model_id, pipeline.recognizer().dimension(), &config, &index_path)?;
         let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
