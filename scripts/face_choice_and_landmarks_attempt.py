@@ -130,16 +130,32 @@ def central(faces: list[rp.Detection], width: int, height: int) -> rp.Detection:
                key=lambda f: (f.x + f.width / 2 - width / 2) ** 2 + (f.y + f.height / 2 - height / 2) ** 2)
 
 
-def fnir_at_fpir(people: dict[str, list[dict]], names: list[str], variant: str, margin: int) -> tuple[float, float]:
-    """(rank-1, FNIR at FPIR 1 %) of the open-set protocol on these identities; margin 0 decides on top-1."""
+def open_set(people: dict[str, list], names: list[str]) -> tuple[list, list, list]:
+    """The harness's protocol on these identities: (gallery, mated searches, non-mated searches) as (identity,
+    entry) pairs: the first photo of every identity with >= 2 photos and every other single-photo identity are
+    enrolled, the other photos of the former are mated searches, the remaining single photos non-mated ones."""
     multi = [n for n in names if len(people[n]) >= 2]
     single = [n for n in names if len(people[n]) == 1]
     gallery = [(n, people[n][0]) for n in multi] + [(n, people[n][0]) for n in single[0::2]]
+    mated = [(n, entry) for n in multi for entry in people[n][1:]]
+    nonmated = [(n, people[n][0]) for n in single[1::2]]
+    return gallery, mated, nonmated
+
+
+def rates(found: np.ndarray, decision: np.ndarray, count: int) -> tuple[float, float]:
+    """(rank-1, FNIR at FPIR 1 %): `found` says which of the first `count` (mated) searches ranked their mate
+    first; the rest of `decision` are non-mated searches, whose (floor(0.01 n) + 1)-th highest is the threshold."""
+    impostor = np.sort(decision[count:])[::-1]
+    threshold = impostor[int(np.floor(0.01 * len(impostor)))]
+    return float(found.mean()), float(1 - np.mean(found & (decision[:count] > threshold)))
+
+
+def fnir_at_fpir(people: dict[str, list[dict]], names: list[str], variant: str, margin: int) -> tuple[float, float]:
+    """(rank-1, FNIR at FPIR 1 %) of the open-set protocol on these identities; margin 0 decides on top-1."""
+    gallery, mated, nonmated = open_set(people, names)
     gallery = [(n, row[variant]) for n, row in gallery if variant in row]
     templates = np.array([t for _, t in gallery])
     labels = np.array([n for n, _ in gallery])
-    mated = [(n, row) for n in multi for row in people[n][1:]]
-    nonmated = [(n, people[n][0]) for n in single[1::2]]
     blank = np.zeros(templates.shape[1])
     probes = np.array([row.get(variant, blank) for _, row in mated + nonmated])
     scores = probes @ templates.T
@@ -148,9 +164,7 @@ def fnir_at_fpir(people: dict[str, list[dict]], names: list[str], variant: str, 
     count = len(mated)
     found = labels[scores[:count].argmax(axis=1)] == np.array([n for n, _ in mated])
     found &= np.array([variant in row for _, row in mated])
-    impostor = np.sort(decision[count:])[::-1]
-    threshold = impostor[int(np.floor(0.01 * len(impostor)))]
-    return float(found.mean()), float(1 - np.mean(found & (decision[:count] > threshold)))
+    return rates(found, decision, count)
 
 
 def report(rows: list[dict], margins: list[int]) -> None:
@@ -185,11 +199,8 @@ def report_fusion(rows: list[dict], other: list[dict], weights: list[float]) -> 
             people.setdefault(a["identity"], []).append((np.array(a[variant]), np.array(b[variant])))
 
     def fused(names: list[str], weight: float) -> tuple[float, float]:
-        multi = [n for n in names if len(people[n]) >= 2]
-        single = [n for n in names if len(people[n]) == 1]
-        gallery = [(n, people[n][0]) for n in multi] + [(n, people[n][0]) for n in single[0::2]]
-        mated = [(n, t) for n in multi for t in people[n][1:]]
-        probes = mated + [(n, people[n][0]) for n in single[1::2]]
+        gallery, mated, nonmated = open_set(people, names)
+        probes = mated + nonmated
         total = 0
         for model, w in ((0, 1.0), (1, weight)):
             if w == 0:
@@ -201,10 +212,7 @@ def report_fusion(rows: list[dict], other: list[dict], weights: list[float]) -> 
         labels = np.array([n for n, _ in gallery])
         count = len(mated)
         found = labels[total[:count].argmax(axis=1)] == np.array([n for n, _ in mated])
-        top = total.max(axis=1)
-        impostor = np.sort(top[count:])[::-1]
-        threshold = impostor[int(np.floor(0.01 * len(impostor)))]
-        return float(found.mean()), float(1 - np.mean(found & (top[:count] > threshold)))
+        return rates(found, total.max(axis=1), count)
 
     names = sorted(people)
     halves = split_halves(names, people)

@@ -18,9 +18,10 @@ struct ServerProcess {
     log: std::sync::mpsc::Receiver<String>,
 }
 
-/// Starts `facematch serve` on port 0 and reads the bound address from its log.
-fn spawn_server(data_dir: &Path) -> ServerProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_facematch"))
+/// `facematch serve` on port 0 over `data_dir`, its log on a pipe.
+fn serve_command(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_facematch"));
+    command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -28,9 +29,13 @@ fn spawn_server(data_dir: &Path) -> ServerProcess {
         .env("FACEMATCH_LOG", "facematch=debug")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("server binary starts");
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Starts `facematch serve` on port 0 and reads the bound address from its log.
+fn spawn_server(data_dir: &Path) -> ServerProcess {
+    let mut child = serve_command(data_dir).spawn().expect("server binary starts");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let (log_tx, log) = std::sync::mpsc::channel();
@@ -195,17 +200,7 @@ async fn a_changed_model_set_up_is_refused_and_its_gallery_kept() {
     // Same model id, templates of another kind: the service must not start and mix them with the enrolled one.
     let models = tempfile::tempdir().unwrap();
     models_with_the_recognizer_changed(models.path());
-    let mut refused = Command::new(env!("CARGO_BIN_EXE_facematch"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("FACEMATCH_MODELS__DIR", models.path())
-        .env("FACEMATCH_RUNTIME__SESSIONS", "2")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut refused = serve_command(dir.path()).env("FACEMATCH_MODELS__DIR", models.path()).spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let status = loop {
         if let Some(status) = refused.try_wait().unwrap() {

@@ -61,6 +61,9 @@ const ADAPTIVE_COHORT: usize = 200;
 /// Decision score of a search that cannot alarm: no face in the probe, or a statistic undefined for it. The
 /// lowest finite f32, so the metrics (which refuse non-finite scores) accept it and no threshold in use reaches it.
 const NO_DECISION: f32 = f32::MIN;
+/// How the harness picks a photo's face, for the reports' notes ([`crate::pipeline::Analysis::subject`]).
+const SUBJECT_RULE: &str =
+    "the subject of a photo is its most central face among those at least half the largest's size";
 /// Score of a verification pair with a photo lacking a face: the lowest cosine similarity.
 const NO_FACE_PAIR_SCORE: f32 = -1.0;
 
@@ -505,8 +508,8 @@ fn verify(config: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         &figure_path(&args.run.out, &stem, "scores"),
     )?);
     report.notes.push(format!(
-        "the subject of a photo is its most central face among those at least half the largest's size; a photo \
-         without one is a failure to acquire and its pairs score {NO_FACE_PAIR_SCORE} (never accepted)"
+        "{SUBJECT_RULE}; a photo without one is a failure to acquire and its pairs score {NO_FACE_PAIR_SCORE} \
+         (never accepted)"
     ));
     report.notes.push(
         "TAR at FAR rests on the impostor pair count in its row; a FAR target below 1/impostor pairs is not \
@@ -1246,10 +1249,10 @@ fn identify(config: &Config, args: &IdentifyArgs) -> anyhow::Result<ExitCode> {
     };
 
     report.notes.extend([
-        "the subject of a photo is its most central face among those at least half the largest's size; search is \
-         exact (cosine against every gallery template); ranks come from the raw similarity, so every decision \
-         statistic has the same rank-k rates"
-            .into(),
+        format!(
+            "{SUBJECT_RULE}; search is exact (cosine against every gallery template); ranks come from the raw \
+             similarity, so every decision statistic has the same rank-k rates"
+        ),
         "a mated search without a face, or whose identity failed to enrol, is a miss at every threshold; a \
          non-mated search without a face never alarms (it still counts in the FPIR denominator)"
             .into(),

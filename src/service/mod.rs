@@ -155,9 +155,10 @@ impl WatchlistService {
         let manifest = pipeline.recognizer().manifest();
         let calibration = manifest.calibration.as_ref().map(Calibration::from_spec).transpose()?;
         let model_id = manifest.id.clone();
-        store.bind_model(&model_id, pipeline.recognizer().dimension(), &manifest.template_fingerprint())?;
+        let dimension = pipeline.recognizer().dimension();
+        store.bind_model(&model_id, dimension, &manifest.template_fingerprint())?;
         let index_path = config.data_dir.join(format!("index-{model_id}-{}.bin", kind_name(config.index)));
-        let (index, origin) = open_index(&*store, &model_id, pipeline.recognizer().dimension(), &config, &index_path)?;
+        let (index, origin) = open_index(&*store, &model_id, dimension, &config, &index_path)?;
         let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(templates = index.len(), origin, startup_ms, "gallery ready");
         Ok(WatchlistService {
