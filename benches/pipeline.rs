@@ -44,7 +44,7 @@ fn photo_bytes() -> Vec<(&'static str, Vec<u8>)> {
 fn pipeline(detector: &str, recognizer: &str) -> FacePipeline {
     let mut config = Config::default();
     config.models.dir = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
-    config.models.detector = detector.to_string();
+    config.models.detector = Some(detector.to_string());
     config.models.recognizer = recognizer.to_string();
     config.runtime.intra_threads = 1;
     config.runtime.sessions = 1;

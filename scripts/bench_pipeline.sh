@@ -11,7 +11,9 @@
 # Both sides do the same work per photo: decode (the file read included), detect at the same input size (the
 # detector model decides: a fixed-size model is letterboxed, a dynamic one gets the photo shrunk to fit 640 or
 # enlarged at most --max-upscale times, default 2 as the service's `detection.max_upscale`, padded to a multiple of
-# 32), then align and embed one face (Python: the largest, Rust: the best score).
+# 32), then align and embed one face (Python: the largest, Rust: the best score). The reference has no second look at
+# faces that are small in a large photo, so the Rust side runs with detection.refine_face_px = 0 (the product's
+# default refines such faces: one more small inference each; see src/detect.rs).
 #
 # Usage: scripts/bench_pipeline.sh [--rounds N] [--repeat R] [--detector ID] [--recognizers "ID ..."] [--out DIR]
 #                                  [--lfw-limit N] [--python-detector FILE] [--max-upscale X]
@@ -84,7 +86,8 @@ run_set() {
       --detector "$python_detector_file" --max-upscale "$max_upscale" --repeat "$repeat" --json "$python_json" >/dev/null
   }
   run_rust() {
-    FACEMATCH_DETECTION__MAX_UPSCALE="$max_upscale" nice "$binary" --recognizer "$recognizer" bench pipeline "$@" "${limit_rs[@]}" --detector "$detector" \
+    FACEMATCH_DETECTION__MAX_UPSCALE="$max_upscale" FACEMATCH_DETECTION__REFINE_FACE_PX=0 \
+      nice "$binary" --recognizer "$recognizer" bench pipeline "$@" "${limit_rs[@]}" --detector "$detector" \
       --max-faces 1 --repeat "$repeat" --json "$rust_json" >/dev/null
   }
   if [ $((round % 2)) -eq 1 ]; then run_python "$@"; run_rust "$@"; else run_rust "$@"; run_python "$@"; fi

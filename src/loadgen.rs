@@ -1207,7 +1207,7 @@ fn progress_bar(len: u64, unit: &str) -> ProgressBar {
 fn model_facts(config: &Config, id: Option<&str>) -> Vec<ModelFact> {
     let Some(id) = id else { return Vec::new() };
     let Ok(dir) = config.models.resolve_dir() else { return Vec::new() };
-    [config.models.detector.as_str(), id]
+    [config.models.detector_id(&dir).as_str(), id]
         .iter()
         .filter_map(|m| ModelManifest::load(&dir, m).ok())
         .map(|m| ModelFact { id: m.id, sha256: m.sha256 })

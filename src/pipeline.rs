@@ -117,7 +117,7 @@ impl FacePipeline {
 
     pub fn with_runtime(runtime: Runtime, config: &Config) -> Result<FacePipeline, PipelineLoadError> {
         let models_dir = config.models.resolve_dir()?;
-        let detector_manifest = ModelManifest::load(&models_dir, &config.models.detector)?;
+        let detector_manifest = ModelManifest::load(&models_dir, &config.models.detector_id(&models_dir))?;
         let recognizer_manifest = ModelManifest::load(&models_dir, &config.models.recognizer)?;
         let detector = Detector::new(&runtime, detector_manifest, config.detection.clone())?;
         let recognizer = Recognizer::new(&runtime, recognizer_manifest)?;

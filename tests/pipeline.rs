@@ -5,6 +5,8 @@ mod common;
 
 use std::collections::HashMap;
 
+use facematch::config::{DYNAMIC_DETECTOR, FIXED_DETECTOR};
+use facematch::detect::subject_index;
 use facematch::embed::Embedding;
 use facematch::pipeline::{AnalyzeOptions, FacePipeline};
 use image::{imageops, DynamicImage, ImageFormat, RgbImage};
@@ -161,9 +163,10 @@ fn the_dynamic_detector_enlarges_small_photos_as_the_fixed_one_does() {
     // A 250 px LFW photo: the fixed 640x640 detector sees it enlarged 2x (max_upscale), and so must the
     // dynamic-size one, since YuNet's landmarks are more precise on the larger face (at 1x the templates differ:
     // cosine 0.83-0.97 on these photos; docs/benchmarks.md, session 6).
-    let fixed = common::pipeline("face-reid-retail-0095");
     let mut config = common::config_for("face-reid-retail-0095");
-    config.models.detector = "yunet-s-dynamic".into();
+    config.models.detector = Some(FIXED_DETECTOR.into());
+    let fixed = FacePipeline::load(&config).expect("yunet-2023mar must load");
+    config.models.detector = Some(DYNAMIC_DETECTOR.into());
     let dynamic =
         FacePipeline::load(&config).expect("yunet-s-dynamic must load (scripts/setup.sh copies it from the mirror)");
     let lfw = common::shared_dir().join("faces").join("lfw-dev");
@@ -179,6 +182,45 @@ fn the_dynamic_detector_enlarges_small_photos_as_the_fixed_one_does() {
         let cosine = a.embedding.similarity(&b.embedding).unwrap();
         assert!(cosine > 0.999, "{}: cosine {cosine} between the two detectors' templates", photos[0].display());
     }
+}
+
+#[test]
+fn a_face_small_in_a_large_photo_is_looked_at_again_for_precise_landmarks() {
+    // LFW photos centred in a 2000 px grey frame: the whole-photo pass sees their ~100 px faces at ~32 px, where
+    // YuNet's landmarks wander. The second look must bring them back towards those found on the photo itself
+    // (enlarged 2x); without it (refine_face_px = 0) they stay about twice as far off (docs/benchmarks.md, session 7).
+    const SIDE: u32 = 2000;
+    let mut config = common::config_for("face-reid-retail-0095");
+    let refined = FacePipeline::load(&config).unwrap();
+    config.detection.refine_face_px = 0.0;
+    let plain = FacePipeline::load(&config).unwrap();
+    let lfw = common::shared_dir().join("faces").join("lfw-dev");
+    let mut people: Vec<_> = std::fs::read_dir(&lfw).unwrap().map(|e| e.unwrap().path()).collect();
+    people.sort();
+    let subject_landmarks = |pipeline: &FacePipeline, image: &RgbImage| {
+        let faces = pipeline.detector().detect(image).unwrap();
+        let i = subject_index(faces.iter().map(|f| &f.bbox), image.width(), image.height()).expect("a face");
+        faces[i].landmarks.points
+    };
+    let (mut refined_error, mut plain_error) = (0f32, 0f32);
+    for person in people.iter().step_by(40).take(10) {
+        let mut photos: Vec<_> = std::fs::read_dir(person).unwrap().map(|e| e.unwrap().path()).collect();
+        photos.sort();
+        let photo = refined.decode(&std::fs::read(&photos[0]).unwrap()).unwrap().image;
+        let truth = subject_landmarks(&refined, &photo);
+        let mut frame = RgbImage::from_pixel(SIDE, SIDE, image::Rgb([128, 128, 128]));
+        let (left, top) = ((SIDE - photo.width()) / 2, (SIDE - photo.height()) / 2);
+        imageops::replace(&mut frame, &photo, left as i64, top as i64);
+        let (dx, dy) = (left as f32, top as f32);
+        let error = |points: [[f32; 2]; 5]| {
+            let offsets = points.iter().zip(&truth).map(|(p, t)| (p[0] - dx - t[0]).hypot(p[1] - dy - t[1]));
+            offsets.sum::<f32>() / 5.0
+        };
+        refined_error += error(subject_landmarks(&refined, &frame)) / 10.0;
+        plain_error += error(subject_landmarks(&plain, &frame)) / 10.0;
+    }
+    println!("mean landmark error against the photo's own: refined {refined_error:.2} px, plain {plain_error:.2} px");
+    assert!(refined_error < 0.7 * plain_error, "refined {refined_error:.2} px, plain {plain_error:.2} px");
 }
 
 /// A real face with some context around it, resized so the face box is `face_px` wide; with that face's

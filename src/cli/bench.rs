@@ -172,7 +172,7 @@ fn bench_pipeline(config: &Config, args: &PipelineBenchArgs) -> anyhow::Result<E
     config.runtime.intra_threads = 1;
     config.runtime.sessions = 1;
     if let Some(detector) = &args.detector {
-        config.models.detector = detector.clone();
+        config.models.detector = Some(detector.clone());
     }
     let pipeline = FacePipeline::load(&config).context("bench pipeline: loading the face pipeline")?;
     let options = AnalyzeOptions { min_face_px: None, max_faces: args.max_faces };

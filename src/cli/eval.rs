@@ -201,7 +201,7 @@ struct ModelSetup {
 fn model_setup(config: &Config) -> anyhow::Result<ModelSetup> {
     let dir = config.models.resolve_dir()?;
     let recognizer = ModelManifest::load(&dir, &config.models.recognizer)?;
-    let detector = ModelManifest::load(&dir, &config.models.detector)?;
+    let detector = ModelManifest::load(&dir, &config.models.detector_id(&dir))?;
     let dimension = recognizer
         .recognizer
         .as_ref()

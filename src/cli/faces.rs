@@ -115,6 +115,8 @@ pub fn models(config: &Config) -> anyhow::Result<ExitCode> {
             "status": match &check { Ok(()) => "ok".to_string(), Err(e) => format!("{e:#}") },
         }));
     }
-    println!("{}", serde_json::to_string_pretty(&json!({ "models_dir": dir, "models": rows }))?);
+    // What `serve` and the other commands would load with this config: the default detector depends on the files.
+    let in_use = json!({ "detector": config.models.detector_id(&dir), "recognizer": config.models.recognizer });
+    println!("{}", serde_json::to_string_pretty(&json!({ "models_dir": dir, "in_use": in_use, "models": rows }))?);
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
