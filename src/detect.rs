@@ -8,10 +8,10 @@
 //! overlapping model-sized tiles. Its cost grows with the photo area: (W·s)·(H·s)/tile² inferences.
 //!
 //! Then a *refinement* looks again at every face that even the finest pass saw smaller than `refine_face_px`: the
-//! detector runs once more on a crop around it (twice the box), enlarged so the face is about that wide, and the
-//! face takes that look's box and landmarks. YuNet places landmarks more precisely on a larger face, and the
-//! alignment rests on them; a face that fills a small part of a large photo is where it matters. One small inference
-//! per such face (a crop of at most 2 × `refine_face_px` square).
+//! detector runs once more on a crop around it (twice the box each way), enlarged so the face is about that wide,
+//! and the face takes that look's box and landmarks. YuNet places landmarks more precisely on a larger face, and
+//! the alignment rests on them; a face that fills a small part of a large photo is where it matters. One small
+//! inference per such face (twice `refine_face_px` wide and twice the box's height at that scale).
 
 use image::RgbImage;
 use ort::value::TensorRef;
@@ -235,19 +235,20 @@ impl Detector {
         Ok(if refined { suppress(faces, self.nms_iou) } else { faces })
     }
 
-    /// Detects `face` again in a crop twice its size around it, seen at `scale`; the detection there that overlaps
-    /// it most (IoU above the NMS threshold), in photo pixels, or `None` when that look finds nothing there.
+    /// Detects `face` again in a crop of twice its box's width and height around it, seen at `scale`; the detection
+    /// there that overlaps it most (IoU above the NMS threshold), in photo pixels, or `None` when that look finds
+    /// nothing there.
     fn look_again(&self, photo: &RgbImage, face: &Detection, scale: f32) -> Result<Option<Detection>, DetectError> {
         let b = &face.bbox;
         let (max_w, max_h) = self.input_bounds();
-        let side = 2.0 * b.width.max(b.height);
+        let (crop_w, crop_h) = (2.0 * b.width, 2.0 * b.height);
         // The crop must fit the model input at this scale; a fixed-size model gets it letterboxed.
-        let scale = scale.min(max_w.min(max_h) as f32 / side);
+        let scale = scale.min(max_w as f32 / crop_w).min(max_h as f32 / crop_h);
         let (cx, cy) = (b.x + b.width / 2.0, b.y + b.height / 2.0);
-        let x0 = (cx - side / 2.0).floor().clamp(0.0, photo.width() as f32 - 1.0) as u32;
-        let y0 = (cy - side / 2.0).floor().clamp(0.0, photo.height() as f32 - 1.0) as u32;
-        let w = (side.ceil() as u32).min(photo.width() - x0).max(1);
-        let h = (side.ceil() as u32).min(photo.height() - y0).max(1);
+        let x0 = (cx - crop_w / 2.0).floor().clamp(0.0, photo.width() as f32 - 1.0) as u32;
+        let y0 = (cy - crop_h / 2.0).floor().clamp(0.0, photo.height() as f32 - 1.0) as u32;
+        let w = (crop_w.ceil() as u32).min(photo.width() - x0).max(1);
+        let h = (crop_h.ceil() as u32).min(photo.height() - y0).max(1);
         let crop = image::imageops::crop_imm(photo, x0, y0, w, h).to_image();
         let scaled = Rescaled::new(&crop, scale);
         let tile = match self.manifest.input.fixed_size() {
