@@ -113,6 +113,15 @@ pub fn migrate(conn: &mut Connection) -> Result<i64, GalleryError> {
     }
 }
 
+/// Builds the schema exactly as release `version` left it (its steps only), for upgrade tests on real files.
+#[cfg(test)]
+pub(super) fn create_at_version(conn: &Connection, version: usize) {
+    for step in &MIGRATIONS[..version] {
+        conn.execute_batch(step).expect("a shipped migration step applies");
+    }
+    conn.pragma_update(None, "user_version", version as i64).expect("schema version recorded");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1693,6 +1693,49 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_gallery_file_is_upgraded_in_place_and_keeps_everything_enrolled() {
+        // A gallery written by the first release: schema 1, with no fingerprint column on `model`.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let embedding: Vec<f32> = vec![0.5, -0.25, 0.125, 1.0];
+        let blob: Vec<u8> = embedding.iter().flat_map(|v| v.to_le_bytes()).collect();
+        {
+            let conn = Connection::open(dir.path().join(DATABASE_FILE)).expect("raw connection");
+            schema::create_at_version(&conn, 1);
+            conn.execute_batch(
+                "INSERT INTO watchlist(name, description, alert_fpir, created_at)
+                     VALUES ('wanted', 'wanted persons', 0.003, '2026-01-01T00:00:00Z');
+                 INSERT INTO subject(watchlist_id, external_ref, display_name, metadata, created_at, updated_at)
+                     VALUES (1, 'N-1', 'Jane Roe', '{}', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z');
+                 INSERT INTO model(model_id, dimension) VALUES ('model-a', 4);
+                 UPDATE counter SET value = 1 WHERE name = 'generation';",
+            )
+            .expect("version-1 rows");
+            conn.execute(
+                "INSERT INTO template(subject_id, model_id, dimension, embedding, quality, photo_sha256, enrolled_at,
+                     enrolled_by) VALUES (1, 'model-a', 4, ?1, '{}', ?2, '2026-01-01T00:00:00Z', 'operator-1')",
+                rusqlite::params![blob, photo_hash(1)],
+            )
+            .expect("version-1 template");
+        }
+        let store = SqliteStore::open(dir.path()).expect("a version-1 gallery opens");
+        let version: i64 = store
+            .writer
+            .lock()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, schema::SCHEMA_VERSION);
+        assert_eq!(store.get_watchlist("wanted").expect("watchlist kept").alert_fpir, 0.003);
+        assert_eq!(store.get_subject(1).expect("subject kept").external_ref.as_deref(), Some("N-1"));
+        assert_eq!(store.generation().expect("generation"), 1);
+        let (_, templates) = stream(&store, "model-a");
+        assert_eq!(templates.len(), 1, "the enrolled template is kept");
+        assert_eq!(templates[0].2, embedding, "bit for bit");
+        // Its model row had no fingerprint: the first start records the loaded set-up's, and holds to it.
+        store.bind_model("model-a", 4, &"a".repeat(64)).expect("adopts the fingerprint");
+        assert_eq!(store.bind_model("model-a", 4, &"b".repeat(64)).expect_err("changed").code(), "model_changed");
+    }
+
+    #[test]
     fn dimension_mismatch_is_refused_and_models_never_mix() {
         let (_dir, store) = open_store();
         create_watchlist(&store, "wanted");
