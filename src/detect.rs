@@ -115,9 +115,9 @@ pub struct DetectionConfig {
     pub max_tiles: usize,
     /// Faces that the finest pass saw narrower than this (model-input pixels, box width) are detected again in an
     /// enlarged crop, up to this width but never beyond `max_upscale` × the photo's own pixels (default 192; 0 turns
-    /// it off). On lfw-dev photos placed in a 1000 px frame, where the whole-photo pass sees the face at about 64 px,
-    /// this brings FNIR at FPIR 1 % back to what the same photos give uncropped (docs/benchmarks.md, session 7).
-    /// A 250 px portrait enlarged 2× is never refined: its face is already about 200 px.
+    /// it off). On lfw-dev photos placed in a 2000 px frame, where the whole-photo pass sees the faces at about
+    /// 32 px, it halves the landmarks' error and lowers FNIR at FPIR 1 % by about a tenth (docs/benchmarks.md,
+    /// session 7). A 250 px portrait enlarged 2× is never refined: its face is already about 200 px.
     pub refine_face_px: f32,
     /// Cap on refined faces per photo, best score first (default 32).
     pub max_refinements: usize,
