@@ -150,20 +150,23 @@ def rates(found: np.ndarray, decision: np.ndarray, count: int) -> tuple[float, f
     return float(found.mean()), float(1 - np.mean(found & (decision[:count] > threshold)))
 
 
-def fnir_at_fpir(people: dict[str, list[dict]], names: list[str], variant: str, margin: int) -> tuple[float, float]:
-    """(rank-1, FNIR at FPIR 1 %) of the open-set protocol on these identities; margin 0 decides on top-1."""
+def fnir_at_fpir(people: dict[str, list[dict]], names: list[str], variant: str, margin: int,
+                 search_variant: str | None = None) -> tuple[float, float]:
+    """(rank-1, FNIR at FPIR 1 %) of the open-set protocol on these identities; margin 0 decides on top-1. The
+    gallery holds `variant`'s templates, the searches `search_variant`'s (default: the same)."""
+    search_variant = search_variant or variant
     gallery, mated, nonmated = open_set(people, names)
     gallery = [(n, row[variant]) for n, row in gallery if variant in row]
     templates = np.array([t for _, t in gallery])
     labels = np.array([n for n, _ in gallery])
     blank = np.zeros(templates.shape[1])
-    probes = np.array([row.get(variant, blank) for _, row in mated + nonmated])
+    probes = np.array([row.get(search_variant, blank) for _, row in mated + nonmated])
     scores = probes @ templates.T
     ranked = np.sort(scores, axis=1)[:, ::-1]
     decision = ranked[:, 0] - (ranked[:, 1:1 + margin].mean(axis=1) if margin else 0)
     count = len(mated)
     found = labels[scores[:count].argmax(axis=1)] == np.array([n for n, _ in mated])
-    found &= np.array([variant in row for _, row in mated])
+    found &= np.array([search_variant in row for _, row in mated])
     return rates(found, decision, count)
 
 

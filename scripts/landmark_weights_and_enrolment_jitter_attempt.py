@@ -51,21 +51,6 @@ GALLERY_SIDE = [("2x/central", "2x/central"), ("2x/jitter", "2x/central"), ("2x/
                 ("2x/jitter", "2x/jitter"), ("2x/mirror+jitter", "2x/mirror+jitter")]
 
 
-def fit_weighted(source: np.ndarray, target: np.ndarray, weights: list[float]) -> np.ndarray:
-    """Weighted least-squares similarity taking source points onto target points, as a 2x3 matrix."""
-    w = np.asarray(weights, dtype=np.float64) / np.sum(weights)
-    source = source.astype(np.float64)
-    source_mean, target_mean = w @ source, w @ target
-    source_c, target_c = source - source_mean, target - target_mean
-    u, singular, vt = np.linalg.svd((target_c * w[:, None]).T @ source_c)
-    reflection = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        reflection[1, 1] = -1
-    rotation = u @ reflection @ vt
-    scale = float(np.trace(np.diag(singular) @ reflection)) / float(w @ (source_c ** 2).sum(axis=1))
-    return np.hstack([scale * rotation, (target_mean - scale * rotation @ source_mean)[:, None]])
-
-
 def weighted_rows(recognizer: str) -> list[dict]:
     variants = attempt.Variants(recognizer)
     size = variants.recognizer.spec.size
@@ -78,7 +63,7 @@ def weighted_rows(recognizer: str) -> list[dict]:
         if faces:
             landmarks = attempt.central(faces, width, height).landmarks
             for name, weights in WEIGHTS.items():
-                matrix = fit_weighted(landmarks, variants.recognizer.template, weights)
+                matrix = rp.fit_similarity(landmarks, variants.recognizer.template, weights)
                 crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
                                       borderMode=cv2.BORDER_CONSTANT)
                 row[name] = rp.normalise(variants.recognizer.embed(crop))
@@ -88,36 +73,19 @@ def weighted_rows(recognizer: str) -> list[dict]:
     return rows
 
 
-def open_set_rates(people: dict, names: list[str], gallery_variant: str, search_variant: str,
-                   margin: int) -> tuple[float, float]:
-    """(rank-1, FNIR at FPIR 1 %) with the gallery's templates of one variant and the searches' of another."""
-    gallery, mated, nonmated = attempt.open_set(people, names)
-    gallery = [(n, row[gallery_variant]) for n, row in gallery if gallery_variant in row]
-    templates = np.array([t for _, t in gallery])
-    labels = np.array([n for n, _ in gallery])
-    blank = np.zeros(templates.shape[1])
-    scores = np.array([row.get(search_variant, blank) for _, row in mated + nonmated]) @ templates.T
-    ranked = np.sort(scores, axis=1)[:, ::-1]
-    decision = ranked[:, 0] - (ranked[:, 1:1 + margin].mean(axis=1) if margin else 0)
-    count = len(mated)
-    found = labels[scores[:count].argmax(axis=1)] == np.array([n for n, _ in mated])
-    found &= np.array([search_variant in row for _, row in mated])
-    return attempt.rates(found, decision, count)
-
-
 def report(rows: list[dict], pairs: list[tuple[str, str]], margins: list[int]) -> None:
     people: dict[str, list[dict]] = {}
     for row in rows:
         people.setdefault(row["identity"], []).append(row)
     names = sorted(people)
     halves = attempt.split_halves(names, people)
-    base = [open_set_rates(people, h, *pairs[0], 0)[1] for h in halves]
+    base = [attempt.fnir_at_fpir(people, h, pairs[0][0], 0, pairs[0][1])[1] for h in halves]
     for margin in margins:
         statistic = f"margin({margin})" if margin else "top1"
         print(f"\n{statistic}: all of lfw-dev | mean of 20 halves, change against {pairs[0][1]} top1")
         for gallery_variant, search_variant in pairs:
-            rank1, fnir = open_set_rates(people, names, gallery_variant, search_variant, margin)
-            per_half = [open_set_rates(people, h, gallery_variant, search_variant, margin) for h in halves]
+            rank1, fnir = attempt.fnir_at_fpir(people, names, gallery_variant, margin, search_variant)
+            per_half = [attempt.fnir_at_fpir(people, h, gallery_variant, margin, search_variant) for h in halves]
             change = np.mean([f / b - 1 for (_, f), b in zip(per_half, base)]) * 100
             wins = sum(f < b for (_, f), b in zip(per_half, base))
             label = gallery_variant if gallery_variant == search_variant else f"{gallery_variant} / {search_variant}"

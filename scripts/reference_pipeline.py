@@ -252,21 +252,23 @@ class FaceDetector:
         return detections
 
 
-def fit_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+def fit_similarity(source: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation) taking source points onto target points
-    (Umeyama 1991), as a 2×3 matrix for cv2.warpAffine."""
+    (Umeyama 1991), as a 2×3 matrix for cv2.warpAffine; `weights` (one per point, default equal) weight each
+    point's squared error."""
     source = source.astype(np.float64)
     target = target.astype(np.float64)
-    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
+    w = np.full(len(source), 1 / len(source)) if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
+    source_mean, target_mean = w @ source, w @ target
     source_c, target_c = source - source_mean, target - target_mean
-    covariance = target_c.T @ source_c / len(source)
+    covariance = (target_c * w[:, None]).T @ source_c
     u, singular, vt = np.linalg.svd(covariance)
     reflection = np.eye(2)
     if np.linalg.det(u) * np.linalg.det(vt) < 0:
         # The best orthogonal map would be a mirror; a face crop must never be flipped.
         reflection[1, 1] = -1
     rotation = u @ reflection @ vt
-    source_variance = (source_c ** 2).sum() / len(source)
+    source_variance = float(w @ (source_c ** 2).sum(axis=1))
     if source_variance <= 0:
         raise PipelineError("aligning face: landmarks are all at one point")
     scale = float(np.trace(np.diag(singular) @ reflection)) / source_variance
