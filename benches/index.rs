@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use facematch::index::bench::{clustered_unit_vectors, ClusterSpec};
+use facematch::index::synthetic::{clustered_unit_vectors, ClusterSpec};
 use facematch::index::{AnnIndex, ExactIndex, HnswConfig, HnswIndex, SearchParams, SimdLevel};
 
 const DIM: usize = 128;

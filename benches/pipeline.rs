@@ -48,7 +48,7 @@ fn pipeline(detector: &str, recognizer: &str) -> FacePipeline {
     config.models.recognizer = recognizer.to_string();
     config.runtime.intra_threads = 1;
     config.runtime.sessions = 1;
-    FacePipeline::load(&config)
+    FacePipeline::load(&config.pipeline())
         .unwrap_or_else(|e| panic!("pipeline {detector} + {recognizer} (run scripts/setup.sh): {e}"))
 }
 

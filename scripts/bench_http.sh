@@ -19,7 +19,7 @@
 # grey, JPEG quality 90 (OpenCV from .venv); the script checks that the detector finds exactly one face in it.
 #
 # Usage: scripts/bench_http.sh [--out DIR] [--requests N] [--duration-s S] [--nice N] [--measure-nice N] [--keep]
-# Env:   FACEMATCH_BIN        use this binary instead of building target/release/facematch
+# Env:   FACEMATCH_BIN        use this binary (built with `--features lab`) instead of building target/release/facematch
 #        FACEMATCH_BENCH_1M=1 also measure a 1M-template gallery (10 templates per synthetic subject, because
 #                             every subject costs one durable commit)
 #        FACEMATCH_BENCH_1M_DIR  reuse a data dir seeded earlier with 1M templates (its index file is deleted
@@ -67,7 +67,7 @@ if [ -n "${FACEMATCH_BIN:-}" ]; then
   bin="$FACEMATCH_BIN"
 else
   say "building the release binary"
-  "${nice_cmd[@]}" cargo build --release --quiet
+  "${nice_cmd[@]}" cargo build --release --features lab --quiet
   bin="$root/target/release/facematch"
 fi
 [ -x "$bin" ] || die "$bin is not executable"

@@ -20,7 +20,7 @@
 # --python-detector gives the reference another detector file than the Rust side's (e.g. the fixed 640x640 YuNet,
 # to compare against the reference as it ran before the dynamic-size model); the work then differs, and the
 # summary says so. --max-upscale X (a decimal, default 2.0) caps both sides' enlargement of small photos; 1.0
-# measures the work of the session-2 and session-5 runs.
+# measures the work of the runs made before small photos were enlarged (docs/history/).
 # Needs scripts/setup.sh to have run. Writes every run's JSON and summary.json/summary.md into --out
 # (default reports/bench-pipeline/<UTC time>).
 set -euo pipefail
@@ -70,7 +70,7 @@ for photo in "${deepface_large[@]}"; do
 done
 
 say "building the release binary"
-nice cargo build --release --quiet
+nice cargo build --release --features lab --quiet
 binary=target/release/facematch
 mkdir -p "$out"
 

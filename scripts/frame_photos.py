@@ -2,8 +2,8 @@
 
 The faces keep their pixels; only the photo around them grows. So the same people can be evaluated as faces that
 fill a small part of a large photo, as in a wide checkpoint shot or an investigator's scene photo, where the
-detector's whole-photo pass sees the face at a fraction of its size. Used for the landmark refinement figures of
-docs/benchmarks.md (session 7). The copy goes to a folder outside the repository's tracked files (the photos are
+detector's whole-photo pass sees the face at a fraction of its size. Used for the second look's figures in
+docs/benchmarks.md ("Small faces in large photos"). The copy goes to a folder outside the repository's tracked files (the photos are
 research data, never committed):
 
     .venv/bin/python scripts/frame_photos.py ../shared/faces/lfw-dev reports/framed/lfw-dev-1000 --side 1000

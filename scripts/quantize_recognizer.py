@@ -14,8 +14,9 @@ Two steps, kept apart so that the set-up never needs photos and every machine bu
         No inference runs, so the bytes depend only on the source file, the table and the pinned onnxruntime/onnx
         versions, and the manifest can pin their sha256.
 
-Each int8 model's recipe is in RECIPES below; docs/benchmarks.md ("Int8") records how each was chosen and tested on
-the second half of lfw-dev's identities (scripts/quantization_study.py).
+Each int8 model's recipe is in RECIPES below; research/README.md records how each was chosen and tested on the
+second half of lfw-dev's identities (research/quantization_study.py), docs/benchmarks.md ("Int8 recognizers") the
+shipped builds' figures.
 """
 
 from __future__ import annotations

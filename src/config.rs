@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::DecodeLimits;
 use crate::detect::DetectionConfig;
-use crate::manifest::ModelManifest;
+use crate::pipeline::{ModelsConfig, PipelineConfig};
 use crate::quality::QualityPolicy;
-use crate::runtime::{search_roots, RuntimeConfig};
+use crate::runtime::RuntimeConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -33,67 +33,10 @@ pub enum ConfigError {
         #[source]
         source: toml::de::Error,
     },
-    #[error("models folder not found (looked for `models/` with manifests in {searched}); set `models.dir`")]
-    ModelsDirNotFound { searched: String },
 }
 
-/// The dynamic-input YuNet: the default detector when its model file is installed.
-pub const DYNAMIC_DETECTOR: &str = "yunet-s-dynamic";
-/// The fixed 640×640 YuNet of OpenCV Zoo: the default detector when the dynamic one is not installed.
-pub const FIXED_DETECTOR: &str = "yunet-2023mar";
-
-/// Which models the pipeline uses and where their manifests are.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelsConfig {
-    /// Folder holding `<id>.toml` manifests and model files (default: `models/` in the working directory or above
-    /// the executable).
-    pub dir: Option<PathBuf>,
-    /// Detector manifest id. Unset (the default): `yunet-s-dynamic` when its model file is in the models folder,
-    /// else `yunet-2023mar`, the only one a mirror of OpenCV Zoo holds. Both are the same network and find the same
-    /// faces and landmarks (a small photo enlarged by `detection.max_upscale` alike; docs/benchmarks.md), but the
-    /// dynamic one runs at the photo's own shape: a 250 px photo costs a 512² inference instead of 640², a 4:3
-    /// photo 640×480. Set it to name a detector exactly; then a missing file is an error, never a fallback.
-    pub detector: Option<String>,
-    /// Recognizer manifest id (default `face-reid-retail-0095`).
-    pub recognizer: String,
-}
-
-impl Default for ModelsConfig {
-    fn default() -> Self {
-        ModelsConfig { dir: None, detector: None, recognizer: "face-reid-retail-0095".into() }
-    }
-}
-
-impl ModelsConfig {
-    /// The manifest folder: the configured one, or the first `models/` holding the recognizer's manifest.
-    pub fn resolve_dir(&self) -> Result<PathBuf, ConfigError> {
-        if let Some(dir) = &self.dir {
-            return Ok(dir.clone());
-        }
-        let roots = search_roots();
-        for root in &roots {
-            let dir = root.join("models");
-            if dir.join(format!("{}.toml", self.recognizer)).is_file() {
-                return Ok(dir);
-            }
-        }
-        Err(ConfigError::ModelsDirNotFound {
-            searched: roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "),
-        })
-    }
-
-    /// The detector manifest id to load from `dir`: the configured one, or the default rule of `detector`.
-    pub fn detector_id(&self, dir: &Path) -> String {
-        if let Some(id) = &self.detector {
-            return id.clone();
-        }
-        let dynamic_installed = ModelManifest::load(dir, DYNAMIC_DETECTOR).is_ok_and(|m| m.model_path().is_file());
-        if dynamic_installed { DYNAMIC_DETECTOR } else { FIXED_DETECTOR }.to_string()
-    }
-}
-
-/// The whole configuration. Sections owned by other modules keep their own documented defaults.
+/// The whole configuration, composed of the sections each module owns and documents (this file owns none of them:
+/// it sits on top, so that no layer below has to know about the layers above it).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -107,6 +50,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The sections the face pipeline reads.
+    pub fn pipeline(&self) -> PipelineConfig {
+        PipelineConfig {
+            runtime: self.runtime.clone(),
+            models: self.models.clone(),
+            detection: self.detection.clone(),
+            limits: self.limits,
+        }
+    }
+
     /// Defaults ← file (when given) ← `FACEMATCH_*__*` environment variables.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut table = match file {
@@ -169,22 +122,6 @@ mod tests {
         assert_eq!(config.runtime.sessions, 5);
         assert_eq!(config.detection.min_face_px, 20.0);
         assert_eq!(config.models.dir, Some(PathBuf::from("/opt/models")));
-    }
-
-    #[test]
-    fn the_default_detector_is_the_dynamic_one_only_when_its_file_is_installed() {
-        let repo_models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-        let dir = tempfile::tempdir().unwrap();
-        let models = ModelsConfig::default();
-        assert_eq!(models.detector_id(dir.path()), FIXED_DETECTOR, "no manifest");
-        let manifest = format!("{DYNAMIC_DETECTOR}.toml");
-        std::fs::copy(repo_models.join(&manifest), dir.path().join(&manifest)).unwrap();
-        assert_eq!(models.detector_id(dir.path()), FIXED_DETECTOR, "manifest without its model file");
-        let file = ModelManifest::load(dir.path(), DYNAMIC_DETECTOR).unwrap().model_path();
-        std::fs::write(file, b"present; its sha256 is checked when the detector loads").unwrap();
-        assert_eq!(models.detector_id(dir.path()), DYNAMIC_DETECTOR);
-        let named = ModelsConfig { detector: Some("site-detector".into()), ..ModelsConfig::default() };
-        assert_eq!(named.detector_id(dir.path()), "site-detector", "a named detector is never replaced");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::eval::metrics::{latency_summary, LatencySummary, MetricError};
 use crate::eval::plot::plot_latency_histogram;
 use crate::eval::report::{ModelFact, Report, ReportError, Table};
 use crate::gallery::{AuditEntry, GalleryError, GalleryStore, NewSubject, NewTemplate, NewWatchlist, SqliteStore};
-use crate::index::bench::{clustered_unit_vectors, ClusterSpec};
+use crate::index::synthetic::{clustered_unit_vectors, ClusterSpec};
 use crate::manifest::ModelManifest;
 use crate::pipeline::{AnalyzeOptions, FacePipeline, PipelineError};
 
@@ -705,7 +705,7 @@ async fn send_search(
     let sent = client
         .post(url.clone())
         .header("x-facematch-actor", "facematch-loadgen")
-        .header("x-facematch-role", "benchmark")
+        .header("x-facematch-role", "checkpoint")
         .header("x-facematch-purpose", "load benchmark")
         .multipart(form)
         .send()
@@ -869,7 +869,7 @@ pub struct SeedPlan {
     pub templates_per_subject: usize,
     /// Templates per `add_templates` transaction.
     pub batch: usize,
-    /// Cluster centres of the generator; see `crate::index::bench`.
+    /// Cluster centres of the generator; see `crate::index::synthetic`.
     pub clusters: usize,
     pub seed: u64,
     pub alert_fpir: f64,
@@ -897,6 +897,18 @@ pub fn synthetic_watchlist(i: usize) -> String {
     format!("synthetic-{i}")
 }
 
+/// The audit entry of one seeding change: the service acting for the benchmark, never a person.
+fn seed_entry(action: &str, target: String, plan: &SeedPlan) -> AuditEntry {
+    AuditEntry {
+        actor: "facematch".into(),
+        role: "system".into(),
+        action: action.into(),
+        purpose: Some("benchmark gallery".into()),
+        target: Some(target),
+        details: serde_json::json!({ "seed": plan.seed, "model_id": plan.model_id }),
+    }
+}
+
 /// Adds `plan.templates` seeded clustered unit vectors to `store` as synthetic subjects, round-robin over
 /// `plan.watchlists` watchlists (created when missing, reused otherwise, so a second run adds to the first).
 /// `progress` receives the number of templates whose subject exists so far.
@@ -912,12 +924,13 @@ pub fn seed_gallery(store: &dyn GalleryStore, plan: &SeedPlan, progress: &dyn Fn
         match store.get_watchlist(&name) {
             Ok(w) => labels.push(w.name),
             Err(GalleryError::NotFound { .. }) => {
+                let new = NewWatchlist {
+                    name,
+                    description: "synthetic templates for benchmarks (facematch bench seed)".into(),
+                    alert_fpir: plan.alert_fpir,
+                };
                 let created = store
-                    .create_watchlist(NewWatchlist {
-                        name,
-                        description: "synthetic templates for benchmarks (facematch bench seed)".into(),
-                        alert_fpir: plan.alert_fpir,
-                    })
+                    .create_watchlist(new, &|w| seed_entry("create_watchlist", format!("watchlist/{}", w.name), plan))
                     .map_err(SeedError::Gallery)?;
                 labels.push(created.name);
             }
@@ -940,13 +953,14 @@ pub fn seed_gallery(store: &dyn GalleryStore, plan: &SeedPlan, progress: &dyn Fn
                 Some((index, id)) if index == subject => id,
                 _ => {
                     let t = Instant::now();
+                    let new = NewSubject {
+                        watchlist: labels[subject % labels.len()].clone(),
+                        external_ref: None,
+                        display_name: format!("synthetic {}/{subject}", plan.seed),
+                        metadata: serde_json::json!({ "synthetic": true, "seed": plan.seed }),
+                    };
                     let created = store
-                        .create_subject(NewSubject {
-                            watchlist: labels[subject % labels.len()].clone(),
-                            external_ref: None,
-                            display_name: format!("synthetic {}/{subject}", plan.seed),
-                            metadata: serde_json::json!({ "synthetic": true, "seed": plan.seed }),
-                        })
+                        .create_subject(new, &|s| seed_entry("create_subject", format!("subject/{}", s.id), plan))
                         .map_err(SeedError::Gallery)?;
                     subject_seconds += t.elapsed().as_secs_f64();
                     subjects += 1;
@@ -968,24 +982,18 @@ pub fn seed_gallery(store: &dyn GalleryStore, plan: &SeedPlan, progress: &dyn Fn
             });
         }
         let t = Instant::now();
-        store.add_templates(batch).map_err(SeedError::Gallery)?;
+        store
+            .add_templates(batch, &|added| {
+                let mut entry = seed_entry("seed_synthetic", String::new(), plan);
+                entry.target = None;
+                entry.details["templates"] = added.len().into();
+                entry
+            })
+            .map_err(SeedError::Gallery)?;
         template_seconds += t.elapsed().as_secs_f64();
         progress(end);
     }
     let generation = store.generation().map_err(SeedError::Gallery)?;
-    store
-        .append_audit(AuditEntry {
-            actor: "facematch".into(),
-            role: "system".into(),
-            action: "seed_synthetic".into(),
-            purpose: Some("benchmark gallery".into()),
-            target: None,
-            details: serde_json::json!({
-                "templates": plan.templates, "subjects": subjects, "watchlists": plan.watchlists,
-                "seed": plan.seed, "model_id": plan.model_id,
-            }),
-        })
-        .map_err(SeedError::Gallery)?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(SeedSummary {
         templates: plan.templates,
@@ -1294,7 +1302,7 @@ pub fn run_pipeline_throughput_cli(config: &Config, args: &PipelineThroughputArg
     );
     let photo = std::fs::read(&args.photo).with_context(|| format!("photo {}: cannot be read", args.photo.display()))?;
     // The server's settings: sessions per model from `runtime.sessions` (default: cores), one intra-op thread.
-    let pipeline = FacePipeline::load(config).context("bench pipeline-throughput: loading the face pipeline")?;
+    let pipeline = FacePipeline::load(&config.pipeline()).context("bench pipeline-throughput: loading the face pipeline")?;
     let result = measure_pipeline_throughput(&pipeline, &photo, args.threads, Duration::from_secs_f64(args.seconds), args.warmup)
         .with_context(|| format!("bench pipeline-throughput: photo {}", args.photo.display()))?;
     eprintln!(

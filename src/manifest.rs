@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::eval::impostors::ImpostorRates;
+use crate::score::ImpostorRates;
 use crate::runtime::ModelSignature;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,21 +1,21 @@
 //! The face pipeline: photo bytes → decoded photo → detections → aligned crops → quality → embeddings.
 //!
 //! Detector and recognizer are plug-ins chosen by manifest id; the alignment template always comes from the
-//! recognizer's manifest, so a crop is made for the model that embeds it.
+//! recognizer's manifest, so a crop is made for the model that embeds it. The pipeline reads only its own
+//! configuration sections ([`PipelineConfig`]), never the whole service configuration.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::align::{align_face, AlignError, AlignedFace};
-use crate::config::{Config, ConfigError};
 use crate::decode::{decode_photo, DecodeError, DecodeLimits, Photo};
-use crate::detect::{subject_index, DetectError, Detection, Detector, DetectorLoadError};
+use crate::detect::{subject_index, DetectError, DetectionConfig, Detection, Detector, DetectorLoadError};
 use crate::embed::{EmbedError, Embedding, Recognizer};
 use crate::manifest::{AlignmentSpec, ManifestError, ModelManifest};
 use crate::quality::{assess_face, FaceQuality};
-use crate::runtime::{Runtime, RuntimeError};
+use crate::runtime::{search_roots, Runtime, RuntimeConfig, RuntimeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -42,15 +42,86 @@ impl PipelineError {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[error("models folder not found (looked for `models/` with manifests in {searched}); set `models.dir`")]
+pub struct ModelsDirNotFound {
+    pub searched: String,
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum PipelineLoadError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    ModelsDir(#[from] ModelsDirNotFound),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     Model(#[from] DetectorLoadError),
+}
+
+/// The dynamic-input YuNet: the default detector when its model file is installed.
+pub const DYNAMIC_DETECTOR: &str = "yunet-s-dynamic";
+/// The fixed 640×640 YuNet of OpenCV Zoo: the default detector when the dynamic one is not installed.
+pub const FIXED_DETECTOR: &str = "yunet-2023mar";
+
+/// Which models the pipeline uses and where their manifests are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Folder holding `<id>.toml` manifests and model files (default: `models/` in the working directory or above
+    /// the executable).
+    pub dir: Option<PathBuf>,
+    /// Detector manifest id. Unset (the default): `yunet-s-dynamic` when its model file is in the models folder,
+    /// else `yunet-2023mar`, the only one a mirror of OpenCV Zoo holds. Both are the same network and find the same
+    /// faces and landmarks (a small photo enlarged by `detection.max_upscale` alike; docs/benchmarks.md), but the
+    /// dynamic one runs at the photo's own shape: a 250 px photo costs a 512² inference instead of 640², a 4:3
+    /// photo 640×480. Set it to name a detector exactly; then a missing file is an error, never a fallback.
+    pub detector: Option<String>,
+    /// Recognizer manifest id (default `face-reid-retail-0095`).
+    pub recognizer: String,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig { dir: None, detector: None, recognizer: "face-reid-retail-0095".into() }
+    }
+}
+
+impl ModelsConfig {
+    /// The manifest folder: the configured one, or the first `models/` holding the recognizer's manifest.
+    pub fn resolve_dir(&self) -> Result<PathBuf, ModelsDirNotFound> {
+        if let Some(dir) = &self.dir {
+            return Ok(dir.clone());
+        }
+        let roots = search_roots();
+        for root in &roots {
+            let dir = root.join("models");
+            if dir.join(format!("{}.toml", self.recognizer)).is_file() {
+                return Ok(dir);
+            }
+        }
+        Err(ModelsDirNotFound {
+            searched: roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// The detector manifest id to load from `dir`: the configured one, or the default rule of `detector`.
+    pub fn detector_id(&self, dir: &Path) -> String {
+        if let Some(id) = &self.detector {
+            return id.clone();
+        }
+        let dynamic_installed = ModelManifest::load(dir, DYNAMIC_DETECTOR).is_ok_and(|m| m.model_path().is_file());
+        if dynamic_installed { DYNAMIC_DETECTOR } else { FIXED_DETECTOR }.to_string()
+    }
+}
+
+/// The configuration sections the pipeline reads; the service's `Config` composes them with its own.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineConfig {
+    pub runtime: RuntimeConfig,
+    pub models: ModelsConfig,
+    pub detection: DetectionConfig,
+    pub limits: DecodeLimits,
 }
 
 /// One face found in a photo, with everything later stages need.
@@ -63,7 +134,7 @@ pub struct AnalyzedFace {
 }
 
 /// Milliseconds spent per stage on one photo.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
 pub struct StageTimings {
     pub decode_ms: f64,
     pub detect_ms: f64,
@@ -110,12 +181,12 @@ pub struct FacePipeline {
 
 impl FacePipeline {
     /// Loads the runtime and both models named by the config, verifying each against its manifest.
-    pub fn load(config: &Config) -> Result<FacePipeline, PipelineLoadError> {
+    pub fn load(config: &PipelineConfig) -> Result<FacePipeline, PipelineLoadError> {
         let runtime = Runtime::init(&config.runtime)?;
         FacePipeline::with_runtime(runtime, config)
     }
 
-    pub fn with_runtime(runtime: Runtime, config: &Config) -> Result<FacePipeline, PipelineLoadError> {
+    pub fn with_runtime(runtime: Runtime, config: &PipelineConfig) -> Result<FacePipeline, PipelineLoadError> {
         let models_dir = config.models.resolve_dir()?;
         let detector_manifest = ModelManifest::load(&models_dir, &config.models.detector_id(&models_dir))?;
         let recognizer_manifest = ModelManifest::load(&models_dir, &config.models.recognizer)?;
@@ -195,4 +266,25 @@ impl FacePipeline {
 
 fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_detector_is_the_dynamic_one_only_when_its_file_is_installed() {
+        let repo_models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let dir = tempfile::tempdir().unwrap();
+        let models = ModelsConfig::default();
+        assert_eq!(models.detector_id(dir.path()), FIXED_DETECTOR, "no manifest");
+        let manifest = format!("{DYNAMIC_DETECTOR}.toml");
+        std::fs::copy(repo_models.join(&manifest), dir.path().join(&manifest)).unwrap();
+        assert_eq!(models.detector_id(dir.path()), FIXED_DETECTOR, "manifest without its model file");
+        let file = ModelManifest::load(dir.path(), DYNAMIC_DETECTOR).unwrap().model_path();
+        std::fs::write(file, b"present; its sha256 is checked when the detector loads").unwrap();
+        assert_eq!(models.detector_id(dir.path()), DYNAMIC_DETECTOR);
+        let named = ModelsConfig { detector: Some("site-detector".into()), ..ModelsConfig::default() };
+        assert_eq!(named.detector_id(dir.path()), "site-detector", "a named detector is never replaced");
+    }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::detect::Detection;
 
 /// Quality of one detected face.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FaceQuality {
     /// Detector confidence, 0..1.
     pub detector_score: f32,

@@ -304,32 +304,6 @@ where
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_openapi_document_lists_exactly_the_served_routes() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), ServerConfig::default());
-    let client = Client::new();
-    let doc: Value = client.get(server.url("/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
-    let mut documented: Vec<(String, String)> = Vec::new();
-    for (path, ops) in doc["paths"].as_object().unwrap() {
-        for method in ops.as_object().unwrap().keys() {
-            documented.push((method.clone(), path.clone()));
-        }
-    }
-    documented.sort();
-    let mut served: Vec<(String, String)> = facematch::http::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
-    served.sort();
-    assert_eq!(documented, served);
-    // And each documented route is really routed (not the 404/405 fallbacks).
-    for (method, path) in &served {
-        let url = server.url(&path.replace("{id}", "1").replace("{template}", "1").replace("{name}", "x"));
-        let r = client.request(method.to_uppercase().parse().unwrap(), url).send().await.unwrap();
-        let status = r.status();
-        let body = r.text().await.unwrap_or_default();
-        assert!(!body.contains("route_not_found") && !body.contains("method_not_allowed"), "{method} {path}: {status} {body}");
-    }
-}
-
 /// With the opt-in short walk, identification first asks the graph for one template (`hnsw_ef_identification = 1`);
 /// a best template near the threshold must make it repeat the search in full, or a person listed twice (two
 /// subjects, two watchlists) would come back once.
@@ -377,4 +351,64 @@ async fn identification_with_a_short_walk_still_returns_every_alerting_subject()
         }
     }
     assert!(checked >= 2, "probes of the twice-listed person alerted on both subjects only {checked} times");
+}
+
+/// Sends one upload over a fresh plain TCP connection, the whole body whatever the server says, then reads the
+/// answer: the status line and the JSON body.
+fn upload_over_plain_tcp(base: &str, path: &str, body_len: usize) -> std::io::Result<(u16, Value)> {
+    use std::io::{Read, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let boundary = "facematch-oversized";
+    let head = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"huge.jpg\"\r\n\r\n");
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let length = head.len() + body_len + tail.len();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: {length}\r\nConnection: close\r\n\r\n{head}"
+    )?;
+    let chunk = vec![0xFFu8; 64 << 10];
+    let mut sent = 0;
+    while sent < body_len {
+        let n = chunk.len().min(body_len - sent);
+        stream.write_all(&chunk[..n])?;
+        sent += n;
+    }
+    stream.write_all(tail.as_bytes())?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    Ok((status, serde_json::from_str(body).unwrap_or(Value::String(body.to_string()))))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_uploads_always_get_the_413_json_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), ServerConfig { max_body_bytes: 8 << 20, ..ServerConfig::default() });
+    let client = Client::new();
+    create_watchlist(&client, &server, "wanted", 0.01).await;
+    let subject = create_subject(&client, &server, "wanted", "p1").await;
+    let base = server.base.clone();
+    let answers = tokio::task::spawn_blocking(move || {
+        (0..20)
+            .map(|i| {
+                let path = if i % 2 == 0 { format!("/v1/subjects/{subject}/faces") } else { "/v1/search".to_string() };
+                upload_over_plain_tcp(&base, &path, 9 << 20)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (i, answer) in answers.into_iter().enumerate() {
+        let (status, body) = answer.unwrap_or_else(|e| panic!("upload {i}: the client saw {e} instead of an answer"));
+        assert_eq!(status, 413, "upload {i}: {body}");
+        assert_eq!(body["error"]["code"], "request_too_large", "upload {i}: {body}");
+    }
+    // JSON routes refuse an oversized body with the same JSON error.
+    let r = client.post(server.url("/v1/watchlists")).header("content-type", "application/json").body(vec![b' '; 9 << 20]).send().await.unwrap();
+    expect_error(r, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large").await;
 }

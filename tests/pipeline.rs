@@ -5,10 +5,9 @@ mod common;
 
 use std::collections::HashMap;
 
-use facematch::config::{DYNAMIC_DETECTOR, FIXED_DETECTOR};
 use facematch::detect::subject_index;
 use facematch::embed::Embedding;
-use facematch::pipeline::{AnalyzeOptions, FacePipeline};
+use facematch::pipeline::{AnalyzeOptions, FacePipeline, DYNAMIC_DETECTOR, FIXED_DETECTOR};
 use image::{imageops, DynamicImage, ImageFormat, RgbImage};
 
 /// The embedding of each photo's subject (its most central large face).
@@ -162,13 +161,13 @@ fn photos_from_64_to_8000_pixels_wide_are_handled() {
 fn the_dynamic_detector_enlarges_small_photos_as_the_fixed_one_does() {
     // A 250 px LFW photo: the fixed 640x640 detector sees it enlarged 2x (max_upscale), and so must the
     // dynamic-size one, since YuNet's landmarks are more precise on the larger face (at 1x the templates differ:
-    // cosine 0.83-0.97 on these photos; docs/benchmarks.md, session 6).
+    // cosine 0.83-0.97 on these photos; docs/history/2026-11-22-1749.md).
     let mut config = common::config_for("face-reid-retail-0095");
     config.models.detector = Some(FIXED_DETECTOR.into());
-    let fixed = FacePipeline::load(&config).expect("yunet-2023mar must load");
+    let fixed = FacePipeline::load(&config.pipeline()).expect("yunet-2023mar must load");
     config.models.detector = Some(DYNAMIC_DETECTOR.into());
     let dynamic =
-        FacePipeline::load(&config).expect("yunet-s-dynamic must load (scripts/setup.sh copies it from the mirror)");
+        FacePipeline::load(&config.pipeline()).expect("yunet-s-dynamic must load (scripts/setup.sh copies it from the mirror)");
     let lfw = common::shared_dir().join("faces").join("lfw-dev");
     let mut people: Vec<_> = std::fs::read_dir(&lfw).unwrap().map(|e| e.unwrap().path()).collect();
     people.sort();
@@ -188,12 +187,12 @@ fn the_dynamic_detector_enlarges_small_photos_as_the_fixed_one_does() {
 fn a_face_small_in_a_large_photo_is_looked_at_again_for_precise_landmarks() {
     // LFW photos centred in a 2000 px grey frame: the whole-photo pass sees their ~100 px faces at ~32 px, where
     // YuNet's landmarks wander. The second look must bring them back towards those found on the photo itself
-    // (enlarged 2x); without it (refine_face_px = 0) they stay about twice as far off (docs/benchmarks.md, session 7).
+    // (enlarged 2x); without it (refine_face_px = 0) they stay about twice as far off (docs/benchmarks.md, "Small faces in large photos").
     const SIDE: u32 = 2000;
     let mut config = common::config_for("face-reid-retail-0095");
-    let refined = FacePipeline::load(&config).unwrap();
+    let refined = FacePipeline::load(&config.pipeline()).unwrap();
     config.detection.refine_face_px = 0.0;
-    let plain = FacePipeline::load(&config).unwrap();
+    let plain = FacePipeline::load(&config.pipeline()).unwrap();
     let lfw = common::shared_dir().join("faces").join("lfw-dev");
     let mut people: Vec<_> = std::fs::read_dir(&lfw).unwrap().map(|e| e.unwrap().path()).collect();
     people.sort();

@@ -174,7 +174,7 @@ fn bench_pipeline(config: &Config, args: &PipelineBenchArgs) -> anyhow::Result<E
     if let Some(detector) = &args.detector {
         config.models.detector = Some(detector.clone());
     }
-    let pipeline = FacePipeline::load(&config).context("bench pipeline: loading the face pipeline")?;
+    let pipeline = FacePipeline::load(&config.pipeline()).context("bench pipeline: loading the face pipeline")?;
     let options = AnalyzeOptions { min_face_px: None, max_faces: args.max_faces };
 
     for path in photos.iter().cycle().take(args.warmup.min(photos.len())) {

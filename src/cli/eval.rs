@@ -21,15 +21,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::eval::decision::{
-    centre, cohort_stats, margin, s_norm, symmetric_margin, t_norm, z_norm, CohortStats, DecisionStatistic,
-};
 use crate::eval::metrics::{
     assign_folds, auc, cmc_curve, det_curve, fnir_at_fpir, fnir_at_threshold, fpir_calibration_table, kfold_accuracy, rank_rates, roc,
     score_percentiles, tar_at_far, threshold_table, DetPoint, IdentOperatingPoint, KFoldAccuracy, Measurement,
-    MetricError, OperatingPoint, ScoredPair, SearchOutcome, STANDARD_PERCENTILES,
+    OperatingPoint, ScoredPair, SearchOutcome, STANDARD_PERCENTILES,
 };
-use crate::eval::impostors::{impostor_rates, tail_check, ImpostorRates, TailCheck};
 use crate::eval::plot::{plot_cmc, plot_det, plot_score_histograms, CmcSeries, DetSeries};
 use crate::eval::protocol::{
     generate_pairs, open_set_protocol, read_pairs, search_exact, split_identities, template_neighbour_scores,
@@ -38,12 +34,20 @@ use crate::eval::protocol::{
 use crate::eval::report::{format_rate, ModelFact, Report, ReportFiles, Table};
 use crate::manifest::{CalibrationSpec, ModelManifest};
 use crate::pipeline::{AnalyzeOptions, FacePipeline};
+use crate::score::decision::{
+    centre, cohort_stats, margin, s_norm, symmetric_margin, t_norm, z_norm, CohortStats, DecisionStatistic,
+};
+use crate::score::impostors::{impostor_rates, tail_check, ImpostorRates, TailCheck};
+use crate::score::ScoreError;
 use crate::quality::FaceQuality;
 
 /// The source of every stage that shapes a template, part of the template cache key.
-const PIPELINE_SOURCES: [&str; 6] = [
+const PIPELINE_SOURCES: [&str; 9] = [
     include_str!("../decode.rs"),
-    include_str!("../detect.rs"),
+    include_str!("../detect/mod.rs"),
+    include_str!("../detect/passes.rs"),
+    include_str!("../detect/rescale.rs"),
+    include_str!("../detect/yunet.rs"),
     include_str!("../align.rs"),
     include_str!("../quality.rs"),
     include_str!("../embed.rs"),
@@ -266,7 +270,7 @@ fn photo_templates(
     if !missing.is_empty() {
         std::fs::create_dir_all(&run.cache)
             .with_context(|| format!("template cache folder {}: cannot be created", run.cache.display()))?;
-        let pipeline = FacePipeline::load(config)?;
+        let pipeline = FacePipeline::load(&config.pipeline())?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -1205,7 +1209,7 @@ fn identify(config: &Config, args: &IdentifyArgs) -> anyhow::Result<ExitCode> {
     let check = tail_check(&comparisons, 10, &[1000, 300, 100, 30, 10, 3]).ok();
     let rates = match impostor_rates(&mut comparisons) {
         Ok(rates) => Some(rates),
-        Err(MetricError::TooFewImpostorComparisons { found, needed }) => {
+        Err(ScoreError::TooFewImpostorComparisons { found, needed }) => {
             report.notes.push(format!(
                 "no per-comparison impostor rates: {found} comparisons between photos of different identities, a \
                  tail fit needs {needed}"

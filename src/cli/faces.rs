@@ -27,7 +27,7 @@ fn for_each_photo(
     min_face_px: Option<f32>,
     each: impl Fn(&FacePipeline, &Analysis) -> serde_json::Value,
 ) -> anyhow::Result<ExitCode> {
-    let pipeline = FacePipeline::load(config)?;
+    let pipeline = FacePipeline::load(&config.pipeline())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut failed = false;
@@ -73,7 +73,7 @@ pub fn embed(config: &Config, photos: &[PathBuf], min_face_px: Option<f32>) -> a
 }
 
 pub fn compare(config: &Config, a: &Path, b: &Path) -> anyhow::Result<ExitCode> {
-    let pipeline = FacePipeline::load(config)?;
+    let pipeline = FacePipeline::load(&config.pipeline())?;
     let subject = |path: &Path| -> anyhow::Result<crate::pipeline::AnalyzedFace> {
         let analysis = analyze_file(&pipeline, path, None)?;
         analysis.subject().cloned().with_context(|| format!("photo {}: no face detected", path.display()))
@@ -85,7 +85,7 @@ pub fn compare(config: &Config, a: &Path, b: &Path) -> anyhow::Result<ExitCode> 
     let result = json!({
         "a": a.display().to_string(), "b": b.display().to_string(),
         "model": manifest.id, "similarity": score, "threshold": threshold,
-        "decision": if score >= threshold { "same" } else { "different" },
+        "decision": crate::service::VerifyDecision::at(score, threshold),
         "note": "a candidate for human review, not a verdict",
     });
     println!("{}", serde_json::to_string_pretty(&result)?);

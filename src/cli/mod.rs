@@ -1,7 +1,9 @@
-//! Command line: argument parsing and dispatch. Each subcommand lives in its own file; errors are printed here,
-//! at the binary edge, as a chain of causes.
+//! Command line: argument parsing and dispatch. Each subcommand lives in its own file (`eval` and `bench` only in
+//! builds with the `lab` feature); errors are printed here, at the binary edge, as a chain of causes.
 
+#[cfg(feature = "lab")]
 mod bench;
+#[cfg(feature = "lab")]
 mod eval;
 mod faces;
 mod service;
@@ -63,10 +65,15 @@ pub enum Command {
     /// Manage watchlists.
     #[command(subcommand)]
     Watchlists(service::WatchlistsCommand),
+    /// Read and check the tamper-evident audit trail.
+    #[command(subcommand)]
+    Audit(service::AuditCommand),
     /// Accuracy evaluation on labelled photo folders (NIST FRTE / ISO/IEC 19795-1 vocabulary).
+    #[cfg(feature = "lab")]
     #[command(subcommand)]
     Eval(eval::EvalCommand),
     /// Speed benchmarks: pipeline, ANN index, HTTP service.
+    #[cfg(feature = "lab")]
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
@@ -118,7 +125,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Search(args) => service::search(&config, args),
         Command::Subjects(cmd) => service::subjects(&config, cmd),
         Command::Watchlists(cmd) => service::watchlists(&config, cmd),
+        Command::Audit(cmd) => service::audit(&config, cmd),
+        #[cfg(feature = "lab")]
         Command::Eval(cmd) => eval::run(&config, cmd),
+        #[cfg(feature = "lab")]
         Command::Bench(cmd) => bench::run(&config, cmd),
     }
 }

@@ -6,14 +6,38 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::io::Write as _;
+
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
-use crate::gallery::{NewWatchlist, SubjectQuery};
+use crate::gallery::SubjectQuery;
 use crate::http::{self, AppState};
 use crate::pipeline::FacePipeline;
-use crate::service::{Actor, SearchMode, SearchRequest, WatchlistService};
+use crate::service::{
+    BulkSummary, PhotoOutcome, PhotoStatus, Principal, Role, SearchMode, SearchRequest, WatchlistRequest,
+    WatchlistService,
+};
+
+/// Who runs a command and why: recorded in the audit trail with everything it searches, views or changes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CallerArgs {
+    /// Who is acting (default: the login name).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Why, e.g. a case number.
+    #[arg(long)]
+    pub purpose: Option<String>,
+}
+
+impl CallerArgs {
+    /// The caller in `role`: each command acts in the role its operation belongs to.
+    fn principal(&self, role: Role, default_purpose: Option<&str>) -> Principal {
+        let name = self.actor.clone().unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "cli".into()));
+        Principal::new(name, role, self.purpose.clone().or(default_purpose.map(str::to_owned)))
+    }
+}
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -37,9 +61,11 @@ pub struct EnrollArgs {
     pub dir: PathBuf,
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Who enrolls (audit trail).
-    #[arg(long, default_value = "cli")]
-    pub actor: String,
+    /// Also write every photo's outcome (photo, subject, status, code, message) to this file as JSON lines.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub caller: CallerArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,9 +83,8 @@ pub struct SearchArgs {
     pub min_face_px: Option<f32>,
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Why (case number): recorded in the audit trail.
-    #[arg(long)]
-    pub purpose: Option<String>,
+    #[command(flatten)]
+    pub caller: CallerArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -74,27 +99,37 @@ pub enum SubjectsCommand {
         page: usize,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        caller: CallerArgs,
     },
     /// Show one subject and its templates.
     Show {
         id: i64,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        caller: CallerArgs,
     },
     /// Delete a subject and its templates.
     Delete {
         id: i64,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        caller: CallerArgs,
     },
 }
 
 #[derive(Debug, clap::Subcommand)]
 pub enum WatchlistsCommand {
+    /// List watchlists.
     List {
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        caller: CallerArgs,
     },
+    /// Create a watchlist.
     Create {
         name: String,
         /// Target false-positive identification rate for identification mode.
@@ -104,6 +139,38 @@ pub enum WatchlistsCommand {
         description: String,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        caller: CallerArgs,
+    },
+    /// Delete an empty watchlist.
+    Delete {
+        name: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        caller: CallerArgs,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Audit entries, newest first, as JSON.
+    List {
+        #[arg(long, default_value_t = 1)]
+        page: usize,
+        #[arg(long, default_value_t = 50)]
+        per_page: usize,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        caller: CallerArgs,
+    },
+    /// Check the whole hash chain; fails naming the first broken row.
+    Verify {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        caller: CallerArgs,
     },
 }
 
@@ -112,7 +179,7 @@ fn open_service(config: &Config, data_dir: Option<&Path>) -> anyhow::Result<Arc<
     if let Some(d) = data_dir {
         gallery.data_dir = d.to_path_buf();
     }
-    let pipeline = Arc::new(FacePipeline::load(config)?);
+    let pipeline = Arc::new(FacePipeline::load(&config.pipeline())?);
     let service = WatchlistService::open(pipeline, gallery.clone(), config.quality)
         .with_context(|| format!("gallery in {}", gallery.data_dir.display()))?;
     Ok(Arc::new(service))
@@ -132,16 +199,53 @@ fn progress_bar(len: usize) -> ProgressBar {
     bar
 }
 
-fn enroll_with_progress(service: &WatchlistService, watchlist: &str, dir: &Path, actor: &Actor) -> anyhow::Result<crate::service::BulkSummary> {
+/// Enrolls a folder with a progress bar; every refusal is printed (and logged by the core), and with `report`
+/// every outcome is written as a JSON line.
+fn enroll_with_progress(
+    service: &WatchlistService,
+    watchlist: &str,
+    dir: &Path,
+    caller: &Principal,
+    report: Option<&Path>,
+) -> anyhow::Result<BulkSummary> {
     let total = crate::service::list_folder(dir)?.len();
     let bar = progress_bar(total);
-    let summary = service.enroll_folder(watchlist, dir, actor, &|outcome| {
-        if outcome.status == "refused" {
-            bar.println(format!("refused {}: {}", outcome.photo.display(), outcome.message.as_deref().unwrap_or("")));
+    let report = report
+        .map(|path| {
+            std::fs::File::create(path)
+                .map(|file| std::sync::Mutex::new(std::io::BufWriter::new(file)))
+                .with_context(|| format!("report file {}", path.display()))
+        })
+        .transpose()?;
+    let report_failed = std::sync::atomic::AtomicBool::new(false);
+    let summary = service.enroll_folder(watchlist, dir, caller, &|outcome: &PhotoOutcome| {
+        if outcome.status == PhotoStatus::Refused {
+            bar.println(format!(
+                "refused {} ({}): {}: {}",
+                outcome.photo.display(),
+                outcome.subject,
+                outcome.code.unwrap_or("unknown"),
+                outcome.message.as_deref().unwrap_or("")
+            ));
+        }
+        if let Some(report) = &report {
+            let written = serde_json::to_string(outcome).map_err(std::io::Error::other).and_then(|line| {
+                let mut writer = report.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                writeln!(writer, "{line}")
+            });
+            if written.is_err() {
+                report_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         bar.inc(1);
     })?;
     bar.finish_and_clear();
+    if let Some(report) = report {
+        let mut writer = report.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if report_failed.into_inner() || writer.flush().is_err() {
+            anyhow::bail!("the report file could not be written in full; the enrolment itself completed");
+        }
+    }
     Ok(summary)
 }
 
@@ -152,7 +256,7 @@ pub fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let service = open_service(config, args.data_dir.as_deref())?;
     if let Some(dir) = &args.demo {
-        let summary = enroll_with_progress(&service, "demo", dir, &Actor::system("demo watchlist"))?;
+        let summary = enroll_with_progress(&service, "demo", dir, &Principal::system("demo watchlist"), None)?;
         tracing::info!(?summary, "demo watchlist enrolled");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -167,9 +271,9 @@ pub fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode> {
 
 pub fn enroll(config: &Config, args: &EnrollArgs) -> anyhow::Result<ExitCode> {
     let service = open_service(config, args.data_dir.as_deref())?;
-    let actor = Actor { name: args.actor.clone(), role: "enroller".into(), purpose: Some("bulk enrollment".into()) };
+    let caller = args.caller.principal(Role::Enroller, Some("bulk enrolment"));
     let started = std::time::Instant::now();
-    let summary = enroll_with_progress(&service, &args.watchlist, &args.dir, &actor)?;
+    let summary = enroll_with_progress(&service, &args.watchlist, &args.dir, &caller, args.report.as_deref())?;
     service.persist_index()?;
     let seconds = started.elapsed().as_secs_f64();
     print_json(&serde_json::json!({ "summary": summary, "seconds": seconds, "photos_per_second": summary.photos as f64 / seconds }))?;
@@ -191,31 +295,31 @@ pub fn search(config: &Config, args: &SearchArgs) -> anyhow::Result<ExitCode> {
         min_face_px: args.min_face_px,
     };
     let photo = std::fs::read(&args.photo).with_context(|| format!("photo {}", args.photo.display()))?;
-    let actor = Actor { name: whoami(), role: "investigator".into(), purpose: args.purpose.clone() };
-    print_json(&service.search_photo(&photo, &request, &actor)?)?;
+    let role = match mode {
+        SearchMode::Identification => Role::Checkpoint,
+        SearchMode::Investigation => Role::Investigator,
+    };
+    print_json(&service.search_photo(&photo, &request, &args.caller.principal(role, None))?)?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn whoami() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "cli".into())
 }
 
 pub fn subjects(config: &Config, command: &SubjectsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        SubjectsCommand::List { watchlist, q, page, data_dir } => {
+        SubjectsCommand::List { watchlist, q, page, data_dir, caller } => {
             let service = open_service(config, data_dir.as_deref())?;
             let query = SubjectQuery { watchlist: watchlist.clone(), q: q.clone(), page: *page, ..SubjectQuery::default() };
-            print_json(&service.store().list_subjects(&query)?)?;
+            print_json(&service.list_subjects(&query, &caller.principal(Role::Investigator, None))?)?;
         }
-        SubjectsCommand::Show { id, data_dir } => {
+        SubjectsCommand::Show { id, data_dir, caller } => {
             let service = open_service(config, data_dir.as_deref())?;
-            let subject = service.store().get_subject(*id)?;
-            let templates = service.store().list_templates(*id)?;
+            let caller = caller.principal(Role::Investigator, None);
+            let subject = service.get_subject(*id, &caller)?;
+            let templates = service.list_templates(*id, &caller)?;
             print_json(&serde_json::json!({ "subject": subject, "templates": templates }))?;
         }
-        SubjectsCommand::Delete { id, data_dir } => {
+        SubjectsCommand::Delete { id, data_dir, caller } => {
             let service = open_service(config, data_dir.as_deref())?;
-            let removed = service.delete_subject(*id, &Actor { name: whoami(), role: "admin".into(), purpose: None })?;
+            let removed = service.delete_subject(*id, &caller.principal(Role::Enroller, None))?;
             service.persist_index()?;
             print_json(&serde_json::json!({ "deleted": id, "templates_removed": removed }))?;
         }
@@ -225,18 +329,35 @@ pub fn subjects(config: &Config, command: &SubjectsCommand) -> anyhow::Result<Ex
 
 pub fn watchlists(config: &Config, command: &WatchlistsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        WatchlistsCommand::List { data_dir } => {
+        WatchlistsCommand::List { data_dir, caller } => {
             let service = open_service(config, data_dir.as_deref())?;
-            print_json(&service.store().list_watchlists()?)?;
+            print_json(&service.list_watchlists(&caller.principal(Role::Admin, None))?)?;
         }
-        WatchlistsCommand::Create { name, alert_fpir, description, data_dir } => {
+        WatchlistsCommand::Create { name, alert_fpir, description, data_dir, caller } => {
             let service = open_service(config, data_dir.as_deref())?;
-            let w = service.store().create_watchlist(NewWatchlist {
-                name: name.clone(),
-                description: description.clone(),
-                alert_fpir: alert_fpir.unwrap_or(service.config().default_alert_fpir),
-            })?;
-            print_json(&w)?;
+            let request =
+                WatchlistRequest { name: name.clone(), description: description.clone(), alert_fpir: *alert_fpir };
+            print_json(&service.create_watchlist(request, &caller.principal(Role::Admin, None))?)?;
+        }
+        WatchlistsCommand::Delete { name, data_dir, caller } => {
+            let service = open_service(config, data_dir.as_deref())?;
+            service.delete_watchlist(name, &caller.principal(Role::Admin, None))?;
+            print_json(&serde_json::json!({ "deleted": name }))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn audit(config: &Config, command: &AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::List { page, per_page, data_dir, caller } => {
+            let service = open_service(config, data_dir.as_deref())?;
+            print_json(&service.list_audit(*page, *per_page, &caller.principal(Role::Auditor, None))?)?;
+        }
+        AuditCommand::Verify { data_dir, caller } => {
+            let service = open_service(config, data_dir.as_deref())?;
+            let rows = service.verify_audit(&caller.principal(Role::Auditor, None))?;
+            print_json(&serde_json::json!({ "status": "intact", "rows_checked": rows }))?;
         }
     }
     Ok(ExitCode::SUCCESS)

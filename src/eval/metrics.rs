@@ -1,6 +1,7 @@
 //! Biometric accuracy and latency metrics (ISO/IEC 19795-1, NIST FRTE vocabulary): verification ROC,
 //! TAR@FAR, AUC, LFW-style k-fold accuracy, open-set identification CMC / FNIR@FPIR / DET, percentiles,
-//! latency summaries and the FPIR calibration table the service uses to turn a score into a false-alarm rate.
+//! latency summaries, and the builder of the FPIR calibration table a model manifest ships (the table itself, which
+//! the service reads to turn a score into a false-alarm rate, belongs to [`crate::score`]).
 //!
 //! Conventions shared by every function here:
 //! - scores are similarities: a higher score means "more likely the same person";
@@ -16,11 +17,15 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::score::fpir::{canonical, check_finite, check_rate};
+use crate::score::{CalibrationTable, ScoreError};
+
 /// Why a metric could not be computed from the given input.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum MetricError {
-    #[error("input {index}: score {value} is not finite")]
-    NonFiniteScore { index: usize, value: f32 },
+    /// A bad score or rate, or a table the scoring layer refuses.
+    #[error(transparent)]
+    Score(#[from] ScoreError),
     #[error("{metric}: input is empty")]
     EmptyInput { metric: &'static str },
     #[error("{metric}: input has no {class}")]
@@ -28,8 +33,6 @@ pub enum MetricError {
         metric: &'static str,
         class: &'static str,
     },
-    #[error("{what}: rate must lie in (0, 1], got {value}")]
-    InvalidRate { what: &'static str, value: f64 },
     #[error("percentile must lie in [0, 100], got {value}")]
     InvalidPercentile { value: f64 },
     #[error("rank must be at least 1, got {rank}")]
@@ -46,48 +49,11 @@ pub enum MetricError {
     InconsistentOutcome { index: usize, reason: &'static str },
     #[error("latency sample {index}: {value} ms is not a finite non-negative duration")]
     InvalidLatency { index: usize, value: f64 },
-    #[error("gallery size must be at least 1")]
-    InvalidGallerySize,
-    #[error(
-        "fpir target {target} is below the calibration resolution {floor} ({searches} non-mated searches)"
-    )]
-    BelowCalibrationResolution {
-        target: f64,
-        floor: f64,
-        searches: usize,
-    },
-    #[error("calibration table: {reason}")]
-    InvalidCalibrationTable { reason: &'static str },
-    #[error("impostor rates: {reason}")]
-    InvalidImpostorRates { reason: &'static str },
-    #[error("impostor rates: {found} impostor comparisons are too few for a tail fit (at least {needed})")]
-    TooFewImpostorComparisons { found: usize, needed: usize },
 }
 
 // ---------------------------------------------------------------------------------------------
 // Shared plumbing
 // ---------------------------------------------------------------------------------------------
-
-/// Maps `-0.0` to `0.0` so that `total_cmp` ordering agrees with IEEE `>=` decisions.
-pub(super) fn canonical(score: f32) -> f32 {
-    score + 0.0
-}
-
-fn check_finite(index: usize, value: f32) -> Result<f32, MetricError> {
-    if value.is_finite() {
-        Ok(canonical(value))
-    } else {
-        Err(MetricError::NonFiniteScore { index, value })
-    }
-}
-
-pub(super) fn check_rate(what: &'static str, value: f64) -> Result<f64, MetricError> {
-    if value.is_finite() && value > 0.0 && value <= 1.0 {
-        Ok(value)
-    } else {
-        Err(MetricError::InvalidRate { what, value })
-    }
-}
 
 /// Smallest number of trials for which an error rate of `target` can be observed at all: `ceil(1/target)`.
 ///
@@ -865,7 +831,7 @@ pub fn latency_summary(latencies_ms: &[f64]) -> Result<LatencySummary, MetricErr
 }
 
 // ---------------------------------------------------------------------------------------------
-// FPIR calibration for the service
+// FPIR calibration tables for model manifests
 // ---------------------------------------------------------------------------------------------
 
 /// Table points with at most this many non-mated searches at or above them are all kept: the low-FPIR tail is
@@ -874,78 +840,6 @@ const EXACT_TAIL_SEARCHES: usize = 100;
 /// Beyond the tail, a point is kept once its exceedance count grew by this factor over the last kept point,
 /// bounding a table built from a million searches to a few hundred entries.
 const THINNING_GROWTH: f64 = 1.05;
-
-/// Empirical score → FPIR map built from the decision scores of non-mated searches against a gallery of
-/// `gallery_size` identities, as written into the model manifest (`gallery_size`, `searches`, `scores = [...]`,
-/// `fpir = [...]`).
-///
-/// Invariants (checked on construction and deserialisation): `scores` strictly increasing and finite, `fpir`
-/// within `(0, 1]` and never increasing. Tables built by [`fpir_calibration_table`] also have `fpir` strictly
-/// decreasing and starting at exactly 1 (the lowest observed score).
-///
-/// Estimate at score `s` ([`CalibrationTable::fpir_at`]):
-/// - at a table point: the fraction of non-mated searches with decision score `>= s`;
-/// - between two table points: log-linear interpolation (`ln FPIR` linear in score), which lies between the
-///   neighbours' values; where the table keeps every observed score (the low-FPIR tail) that is never below
-///   the empirical step value, elsewhere thinning keeps it within about 5 % of it;
-/// - below the lowest observed score: 1;
-/// - above the highest observed score: `1/(searches + 1)`, the resolution floor — the estimate is never 0.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "CalibrationTableFields")]
-pub struct CalibrationTable {
-    gallery_size: usize,
-    searches: usize,
-    scores: Vec<f32>,
-    fpir: Vec<f64>,
-}
-
-/// Unchecked serialised form of [`CalibrationTable`].
-#[derive(Debug, Clone, Deserialize)]
-struct CalibrationTableFields {
-    gallery_size: usize,
-    searches: usize,
-    scores: Vec<f32>,
-    fpir: Vec<f64>,
-}
-
-impl TryFrom<CalibrationTableFields> for CalibrationTable {
-    type Error = MetricError;
-
-    fn try_from(fields: CalibrationTableFields) -> Result<Self, MetricError> {
-        let invalid = |reason| Err(MetricError::InvalidCalibrationTable { reason });
-        if fields.gallery_size == 0 {
-            return invalid("gallery_size must be at least 1");
-        }
-        if fields.searches == 0 {
-            return invalid("searches must be at least 1");
-        }
-        if fields.scores.is_empty() || fields.scores.len() != fields.fpir.len() {
-            return invalid("scores and fpir must be non-empty and of equal length");
-        }
-        if fields.scores.iter().any(|s| !s.is_finite()) {
-            return invalid("scores must be finite");
-        }
-        if fields.scores.windows(2).any(|w| w[0] >= w[1]) {
-            return invalid("scores must be strictly increasing");
-        }
-        if fields
-            .fpir
-            .iter()
-            .any(|f| !(f.is_finite() && *f > 0.0 && *f <= 1.0))
-        {
-            return invalid("fpir values must lie in (0, 1]");
-        }
-        if fields.fpir.windows(2).any(|w| w[0] < w[1]) {
-            return invalid("fpir must not increase with the score");
-        }
-        Ok(CalibrationTable {
-            gallery_size: fields.gallery_size,
-            searches: fields.searches,
-            scores: fields.scores,
-            fpir: fields.fpir,
-        })
-    }
-}
 
 /// Builds the FPIR calibration table from the decision scores of non-mated searches.
 ///
@@ -957,7 +851,7 @@ pub fn fpir_calibration_table(
     gallery_size: usize,
 ) -> Result<CalibrationTable, MetricError> {
     if gallery_size == 0 {
-        return Err(MetricError::InvalidGallerySize);
+        return Err(ScoreError::InvalidGallerySize.into());
     }
     if nonmated_decision_scores.is_empty() {
         return Err(MetricError::EmptyInput {
@@ -982,200 +876,9 @@ pub fn fpir_calibration_table(
         }
     }
     kept.reverse();
-    Ok(CalibrationTable {
-        gallery_size,
-        searches,
-        scores: kept.iter().map(|s| s.threshold).collect(),
-        fpir: kept
-            .iter()
-            .map(|s| rate(s.negatives_accepted, searches))
-            .collect(),
-    })
-}
-
-impl CalibrationTable {
-    /// A table from stored parts (e.g. a model manifest's `[calibration]`), checked against the invariants.
-    pub fn from_parts(
-        gallery_size: usize,
-        searches: usize,
-        scores: Vec<f32>,
-        fpir: Vec<f64>,
-    ) -> Result<Self, MetricError> {
-        CalibrationTable::try_from(CalibrationTableFields {
-            gallery_size,
-            searches,
-            scores,
-            fpir,
-        })
-    }
-
-    /// Gallery size (enrolled identities) the non-mated searches ran against.
-    pub fn gallery_size(&self) -> usize {
-        self.gallery_size
-    }
-
-    /// Non-mated searches the table rests on.
-    pub fn searches(&self) -> usize {
-        self.searches
-    }
-
-    /// Table scores, strictly increasing.
-    pub fn scores(&self) -> &[f32] {
-        &self.scores
-    }
-
-    /// FPIR at each table score, never increasing.
-    pub fn fpir(&self) -> &[f64] {
-        &self.fpir
-    }
-
-    /// The smallest FPIR the table ever reports: `1/(searches + 1)`.
-    pub fn resolution_floor(&self) -> f64 {
-        1.0 / (self.searches as f64 + 1.0)
-    }
-
-    /// Estimated FPIR at the calibration gallery size for decision score `score` (rules on the type). A NaN
-    /// score gets the most pessimistic estimate, 1.
-    pub fn fpir_at(&self, score: f32) -> f64 {
-        match table_lookup(&self.scores, &self.fpir, score) {
-            TableLookup::Below => 1.0,
-            TableLookup::Within(fpir) => fpir,
-            TableLookup::Above => self.resolution_floor(),
-        }
-    }
-
-    /// Lowest decision score whose estimated FPIR ([`CalibrationTable::fpir_at`]) is at most `target`.
-    ///
-    /// Targets of 1 give the lowest table score; targets between `1/(searches+1)` and the top table point give
-    /// the next `f32` above the highest observed score; targets below `1/(searches+1)` cannot be supported by
-    /// this calibration set and are an error.
-    pub fn threshold_for_fpir(&self, target: f64) -> Result<f32, MetricError> {
-        let target = check_rate("calibration threshold", target)?;
-        let floor = self.resolution_floor();
-        if target < floor {
-            return Err(MetricError::BelowCalibrationResolution {
-                target,
-                floor,
-                searches: self.searches,
-            });
-        }
-        // First table point already at or below the target (fpir decreases along the table).
-        let first_within = self.fpir.partition_point(|&f| f > target);
-        let Some(&s_hi) = self.scores.get(first_within) else {
-            let top = self.scores.last().copied().unwrap_or(f32::MAX);
-            return Ok(top.next_up());
-        };
-        if first_within == 0 || self.fpir[first_within] == target {
-            return Ok(s_hi);
-        }
-        let (s_lo, f_lo) = (
-            f64::from(self.scores[first_within - 1]),
-            self.fpir[first_within - 1],
-        );
-        let f_hi = self.fpir[first_within];
-        let t = (target.ln() - f_lo.ln()) / (f_hi.ln() - f_lo.ln());
-        let mut threshold = (s_lo + t * (f64::from(s_hi) - s_lo)) as f32;
-        // The f64 → f32 rounding may land a step or two off either way; settle on the lowest f32 that meets
-        // the target, staying inside the segment. The estimate is strictly monotone here, so a few steps do.
-        for _ in 0..64 {
-            if threshold >= s_hi || self.fpir_at(threshold) <= target {
-                break;
-            }
-            threshold = threshold.next_up();
-        }
-        if self.fpir_at(threshold) > target {
-            threshold = s_hi;
-        }
-        for _ in 0..64 {
-            let lower = threshold.next_down();
-            if f64::from(lower) <= s_lo || self.fpir_at(lower) > target {
-                break;
-            }
-            threshold = lower;
-        }
-        Ok(threshold)
-    }
-
-    /// Per-comparison false-match rate implied by the FPIR estimate at `score`, assuming the `gallery_size`
-    /// comparisons of a search fail independently: `p1 = 1 - (1 - FPIR)^(1/N)`.
-    pub fn per_comparison_rate(&self, score: f32) -> f64 {
-        rescale_fpir(self.fpir_at(score), 1.0 / self.gallery_size as f64)
-    }
-
-    /// FPIR at `score` for a gallery of `gallery_size` identities: `1 - (1 - p1)^N'` with `p1` from
-    /// [`CalibrationTable::per_comparison_rate`], i.e. `1 - (1 - FPIR)^(N'/N)`. An approximation that holds
-    /// when the decision score is the top-1 comparison score and comparisons are independent.
-    pub fn fpir_at_gallery_size(&self, score: f32, gallery_size: usize) -> Result<f64, MetricError> {
-        if gallery_size == 0 {
-            return Err(MetricError::InvalidGallerySize);
-        }
-        let exponent = gallery_size as f64 / self.gallery_size as f64;
-        Ok(rescale_fpir(self.fpir_at(score), exponent))
-    }
-
-    /// Lowest score whose FPIR for a gallery of `gallery_size` identities is at most `target`: the target is
-    /// mapped back to the calibration gallery size (`1 - (1 - target)^(N/N')`) and inverted there.
-    pub fn threshold_for_fpir_at_gallery_size(
-        &self,
-        target: f64,
-        gallery_size: usize,
-    ) -> Result<f32, MetricError> {
-        let target = check_rate("calibration threshold", target)?;
-        if gallery_size == 0 {
-            return Err(MetricError::InvalidGallerySize);
-        }
-        let exponent = self.gallery_size as f64 / gallery_size as f64;
-        let mut threshold = self.threshold_for_fpir(rescale_fpir(target, exponent))?;
-        // The two rescalings need not round-trip exactly; step up until the forward estimate meets the target.
-        for _ in 0..8 {
-            if self.fpir_at_gallery_size(threshold, gallery_size)? <= target {
-                break;
-            }
-            threshold = threshold.next_up();
-        }
-        Ok(threshold)
-    }
-}
-
-/// Where a score falls in a table of strictly increasing scores and positive, never increasing rates.
-pub(super) enum TableLookup {
-    /// Below the lowest score (or NaN): every trial is at or above it.
-    Below,
-    /// At a point, its rate; between two, `ln rate` interpolated linearly in the score (so the result lies
-    /// between the neighbours' rates).
-    Within(f64),
-    /// Above the highest score: the table says nothing there.
-    Above,
-}
-
-pub(super) fn table_lookup(scores: &[f32], rates: &[f64], score: f32) -> TableLookup {
-    if score.is_nan() {
-        return TableLookup::Below;
-    }
-    let score = canonical(score);
-    // Index of the first table score above `score`.
-    let above = scores.partition_point(|&s| s <= score);
-    if above == 0 {
-        return TableLookup::Below;
-    }
-    let below = above - 1;
-    if scores[below] == score {
-        return TableLookup::Within(rates[below]);
-    }
-    let (Some(&s_hi), Some(&r_hi)) = (scores.get(above), rates.get(above)) else {
-        return TableLookup::Above;
-    };
-    let (s_lo, r_lo) = (f64::from(scores[below]), rates[below]);
-    let t = (f64::from(score) - s_lo) / (f64::from(s_hi) - s_lo);
-    TableLookup::Within((r_lo.ln() + t * (r_hi.ln() - r_lo.ln())).exp().clamp(r_hi, r_lo))
-}
-
-/// `1 - (1 - fpir)^exponent`, evaluated with `ln_1p`/`exp_m1` so tiny rates keep their precision.
-pub(super) fn rescale_fpir(fpir: f64, exponent: f64) -> f64 {
-    if fpir >= 1.0 {
-        return 1.0;
-    }
-    -(exponent * (-fpir).ln_1p()).exp_m1()
+    let scores = kept.iter().map(|s| s.threshold).collect();
+    let fpir = kept.iter().map(|s| rate(s.negatives_accepted, searches)).collect();
+    Ok(CalibrationTable::from_parts(gallery_size, searches, scores, fpir)?)
 }
 
 #[cfg(test)]
@@ -1322,7 +1025,7 @@ mod tests {
     fn metrics_reject_bad_input() {
         assert!(matches!(
             roc(&[pair(f32::NAN, true), pair(0.1, false)]),
-            Err(MetricError::NonFiniteScore { index: 0, .. })
+            Err(MetricError::Score(ScoreError::NonFiniteScore { index: 0, .. }))
         ));
         assert!(matches!(
             auc(&[pair(0.3, true)]),
@@ -1331,11 +1034,11 @@ mod tests {
         assert!(matches!(roc(&[]), Err(MetricError::EmptyInput { .. })));
         assert!(matches!(
             tar_at_far(&verification_set(), 0.0),
-            Err(MetricError::InvalidRate { .. })
+            Err(MetricError::Score(ScoreError::InvalidRate { .. }))
         ));
         assert!(matches!(
             tar_at_far(&verification_set(), 1.5),
-            Err(MetricError::InvalidRate { .. })
+            Err(MetricError::Score(ScoreError::InvalidRate { .. }))
         ));
     }
 
@@ -1599,7 +1302,7 @@ mod tests {
         outcomes[2].decision_score = f32::INFINITY;
         assert!(matches!(
             fnir_at_fpir(&outcomes, 0.5),
-            Err(MetricError::NonFiniteScore { index: 2, .. })
+            Err(MetricError::Score(ScoreError::NonFiniteScore { index: 2, .. }))
         ));
         let nonmated_only = [search(false, None, 0.3)];
         assert!(matches!(
@@ -1671,70 +1374,21 @@ mod tests {
     }
 
     #[test]
-    fn calibration_table_maps_scores_to_exceedance_fractions() {
+    fn calibration_table_counts_searches_at_or_above_each_score() {
         let table = calibration();
         assert_eq!(table.scores(), &[0.1, 0.2, 0.3, 0.5, 0.9]);
         assert_eq!(table.fpir(), &[1.0, 0.875, 0.625, 0.5, 0.125]);
         assert_eq!((table.gallery_size(), table.searches()), (100, 8));
-        assert_eq!(table.fpir_at(0.5), 0.5);
-        assert_eq!(table.fpir_at(-3.0), 1.0);
-        assert_eq!(table.fpir_at(0.9), 0.125);
-        // Beyond the highest observed score the estimate floors at 1/(n+1), never 0.
-        assert_eq!(table.fpir_at(0.95), 1.0 / 9.0);
-        assert_eq!(table.fpir_at(1e30), 1.0 / 9.0);
-        // Halfway between 0.5 (0.5) and 0.9 (0.125), log-linear: sqrt(0.5 × 0.125) = 0.25.
-        assert!((table.fpir_at(0.7) - 0.25).abs() < 1e-6);
-        let mut previous = 1.0;
-        for step in 0..=1200 {
-            let estimate = table.fpir_at(step as f32 / 1000.0);
-            assert!(estimate <= previous && estimate > 0.0, "monotone at step {step}");
-            previous = estimate;
-        }
-    }
-
-    #[test]
-    fn calibration_threshold_inverts_the_estimate() {
-        let table = calibration();
-        assert_eq!(table.threshold_for_fpir(0.5).expect("in range"), 0.5);
-        assert_eq!(table.threshold_for_fpir(1.0).expect("in range"), 0.1);
-        // Between the top point (0.125) and the floor (1/9): just above the top score.
-        assert_eq!(
-            table.threshold_for_fpir(0.12).expect("in range"),
-            0.9f32.next_up()
-        );
+        let rebuilt = CalibrationTable::from_parts(100, 8, table.scores().to_vec(), table.fpir().to_vec());
+        assert_eq!(rebuilt.expect("valid parts"), table);
+        assert!(matches!(fpir_calibration_table(&[], 10), Err(MetricError::EmptyInput { .. })));
         assert!(matches!(
-            table.threshold_for_fpir(0.1),
-            Err(MetricError::BelowCalibrationResolution { searches: 8, .. })
+            fpir_calibration_table(&[0.1], 0),
+            Err(MetricError::Score(ScoreError::InvalidGallerySize))
         ));
-        // FPIR 0.6 between 0.3 (0.625) and 0.5 (0.5): 0.3 + 0.2·ln(0.96)/ln(0.8) = 0.33659.
-        let threshold = table.threshold_for_fpir(0.6).expect("in range");
-        assert!((f64::from(threshold) - 0.336588).abs() < 1e-5, "{threshold}");
-        for target in [0.9, 0.6, 0.25, 0.2, 0.13] {
-            let threshold = table.threshold_for_fpir(target).expect("in range");
-            assert!(table.fpir_at(threshold) <= target, "target {target}");
-            assert!(
-                table.fpir_at(threshold.next_down()) > target,
-                "lowest for {target}"
-            );
-        }
-    }
-
-    #[test]
-    fn calibration_adjusts_for_gallery_size() {
-        let table = calibration();
-        // p1 = 1 - 0.5^(1/100); at N' = 200: 1 - 0.5² = 0.75; at N' = 50: 1 - 0.5^0.5.
-        assert!((table.per_comparison_rate(0.5) - (1.0 - 0.5f64.powf(0.01))).abs() < 1e-15);
-        assert!((table.fpir_at_gallery_size(0.5, 200).expect("valid") - 0.75).abs() < 1e-12);
-        assert!((table.fpir_at_gallery_size(0.5, 50).expect("valid") - (1.0 - 0.5f64.sqrt())).abs() < 1e-12);
-        assert!(table.fpir_at_gallery_size(1e30, 1).expect("valid") > 0.0);
-        let threshold = table
-            .threshold_for_fpir_at_gallery_size(0.75, 200)
-            .expect("in range");
-        assert!((threshold - 0.5).abs() < 1e-6, "{threshold}");
-        assert!(table.fpir_at_gallery_size(threshold, 200).expect("valid") <= 0.75);
         assert!(matches!(
-            table.fpir_at_gallery_size(0.5, 0),
-            Err(MetricError::InvalidGallerySize)
+            fpir_calibration_table(&[0.1, f32::NAN], 10),
+            Err(MetricError::Score(ScoreError::NonFiniteScore { index: 1, .. }))
         ));
     }
 
@@ -1764,31 +1418,6 @@ mod tests {
                 "lowest for {target}"
             );
         }
-    }
-
-    #[test]
-    fn calibration_table_round_trips_through_toml_and_validates() {
-        let table = calibration();
-        let text = toml::to_string(&table).expect("serialisable");
-        assert!(text.contains("scores = [") && text.contains("fpir = [") && text.contains("searches = 8"));
-        let back: CalibrationTable = toml::from_str(&text).expect("valid table");
-        assert_eq!(back, table);
-        let broken = text.replace("0.875", "0.4");
-        assert!(
-            toml::from_str::<CalibrationTable>(&broken).is_err(),
-            "non-monotone fpir rejected"
-        );
-        let rebuilt = CalibrationTable::from_parts(100, 8, table.scores().to_vec(), table.fpir().to_vec());
-        assert_eq!(rebuilt.expect("valid parts"), table);
-        // A hand-thinned table with a plateau is accepted; duplicate scores or rising fpir are not.
-        let plateau =
-            CalibrationTable::from_parts(10, 50, vec![0.1, 0.2, 0.3], vec![0.5, 0.5, 0.1]).expect("valid");
-        assert_eq!(plateau.threshold_for_fpir(0.5).expect("in range"), 0.1);
-        assert!(CalibrationTable::from_parts(10, 50, vec![0.1, 0.1], vec![0.5, 0.4]).is_err());
-        assert!(CalibrationTable::from_parts(10, 50, vec![0.1, 0.2], vec![0.4, 0.5]).is_err());
-        assert!(CalibrationTable::from_parts(10, 50, vec![0.1, f32::NAN], vec![0.5, 0.4]).is_err());
-        assert!(fpir_calibration_table(&[], 10).is_err());
-        assert!(fpir_calibration_table(&[0.1], 0).is_err());
     }
 
     /// Deterministic pseudo-random pairs with coarse scores so that ties are frequent.

@@ -22,7 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::decision::{centre, CohortStats};
+use crate::score::decision::{centre, CohortStats};
 
 /// File extensions read as photos (case-insensitive).
 const PHOTO_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "webp", "gif", "tif", "tiff"];
@@ -569,7 +569,7 @@ pub fn search_exact(gallery: &TemplateMatrix, probe: &[f32], keep: usize, mate: 
 }
 
 /// Mean and population standard deviation from streamed moments; `None` for fewer than two values or no spread,
-/// as [`super::decision::cohort_stats`].
+/// as [`crate::score::decision::cohort_stats`].
 fn stats_from_moments(n: usize, sum: f64, sum_sq: f64) -> Option<CohortStats> {
     if n < 2 {
         return None;

@@ -4,6 +4,8 @@
 //! `docs/gallery-store.md` for the schema, durability settings and consistency rules).
 
 pub mod audit;
+#[cfg(test)]
+mod conformance;
 pub mod error;
 pub mod model;
 pub mod schema;
@@ -17,4 +19,4 @@ pub use model::{
     Subject, SubjectPatch, SubjectQuery, Template, Watchlist, WatchlistStats,
 };
 pub use sqlite::SqliteStore;
-pub use store::{GalleryStore, TemplateOwner, TemplateSink};
+pub use store::{AuditFor, GalleryStore, TemplateOwner, TemplateSink};

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// A named list of subjects; `id` doubles as the label the ANN index stores next to every template key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Watchlist {
     pub id: u32,
     /// Unique slug, e.g. `wanted`.
@@ -24,7 +24,7 @@ pub struct NewWatchlist {
 }
 
 /// A person on exactly one watchlist.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Subject {
     pub id: i64,
     /// Watchlist name.
@@ -39,7 +39,7 @@ pub struct Subject {
     pub template_count: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewSubject {
     pub watchlist: String,
     #[serde(default)]
@@ -51,7 +51,7 @@ pub struct NewSubject {
 }
 
 /// Partial update of a subject; `None` leaves a field unchanged.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubjectPatch {
     #[serde(default)]
     pub display_name: Option<String>,
@@ -92,7 +92,7 @@ impl Default for SubjectQuery {
 }
 
 /// One page of a listing; `page` is 1-based and `total` counts all matching rows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub page: usize,
@@ -101,7 +101,7 @@ pub struct Page<T> {
 }
 
 /// An enrolled face template; its embedding is carried separately because listings never need it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Template {
     /// Never reused: it is the ANN index key.
     pub id: i64,
@@ -129,7 +129,7 @@ pub struct NewTemplate {
 }
 
 /// What an operator did, to be appended to the tamper-evident audit trail.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub actor: String,
     pub role: String,
@@ -146,7 +146,7 @@ pub struct AuditEntry {
 }
 
 /// A stored audit row with its place in the hash chain.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub id: i64,
     pub at: String,
@@ -158,7 +158,7 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WatchlistStats {
     pub watchlist: String,
     pub label: u32,
@@ -166,14 +166,14 @@ pub struct WatchlistStats {
     pub templates: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelStats {
     pub model_id: String,
     pub dimension: usize,
     pub templates: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GalleryStats {
     pub watchlists: Vec<WatchlistStats>,
     pub models: Vec<ModelStats>,

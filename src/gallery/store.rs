@@ -19,22 +19,29 @@ pub struct TemplateOwner {
 /// Receives `(template key, watchlist label, embedding)` for every live template of one model.
 pub type TemplateSink<'a> = dyn FnMut(i64, u32, &[f32]) + 'a;
 
+/// Makes the audit entry of a change from what the change produced (the new subject's id, the removed template
+/// keys). It runs inside the change's transaction: the entry is appended there, so a change and its audit entry are
+/// committed together or not at all.
+pub type AuditFor<'a, T> = &'a dyn Fn(&T) -> AuditEntry;
+
 /// Durable gallery of watchlists, subjects, templates and the audit trail.
 ///
-/// Every method that changes data returns only after its transaction committed durably. Every change to the set
-/// of templates, or to the label of a template, bumps `generation()` in the same transaction.
+/// Every method that changes data takes the audit entry of the change and appends it to the audit chain in the same
+/// transaction; it returns only after that transaction committed durably. A change whose audit entry cannot be
+/// appended (invalid, or the append fails) leaves nothing behind. Every change to the set of templates, or to the
+/// label of a template, bumps `generation()` in the same transaction.
 pub trait GalleryStore: Send + Sync {
-    fn create_watchlist(&self, new: NewWatchlist) -> Result<Watchlist, GalleryError>;
+    fn create_watchlist(&self, new: NewWatchlist, audit: AuditFor<'_, Watchlist>) -> Result<Watchlist, GalleryError>;
     fn list_watchlists(&self) -> Result<Vec<Watchlist>, GalleryError>;
     fn get_watchlist(&self, name: &str) -> Result<Watchlist, GalleryError>;
     /// Refuses a watchlist that still has subjects (`watchlist_not_empty`).
-    fn delete_watchlist(&self, name: &str) -> Result<(), GalleryError>;
+    fn delete_watchlist(&self, name: &str, audit: AuditEntry) -> Result<(), GalleryError>;
 
-    fn create_subject(&self, new: NewSubject) -> Result<Subject, GalleryError>;
+    fn create_subject(&self, new: NewSubject, audit: AuditFor<'_, Subject>) -> Result<Subject, GalleryError>;
     fn get_subject(&self, id: i64) -> Result<Subject, GalleryError>;
-    fn update_subject(&self, id: i64, patch: SubjectPatch) -> Result<Subject, GalleryError>;
+    fn update_subject(&self, id: i64, patch: SubjectPatch, audit: AuditFor<'_, Subject>) -> Result<Subject, GalleryError>;
     /// Deletes the subject with its templates and thumbnails; returns the removed template keys.
-    fn delete_subject(&self, id: i64) -> Result<Vec<i64>, GalleryError>;
+    fn delete_subject(&self, id: i64, audit: AuditFor<'_, [i64]>) -> Result<Vec<i64>, GalleryError>;
     fn list_subjects(&self, query: &SubjectQuery) -> Result<Page<Subject>, GalleryError>;
     fn find_subject_by_external_ref(
         &self,
@@ -44,11 +51,12 @@ pub trait GalleryStore: Send + Sync {
     /// Subjects for up to a few hundred ids in one query; unknown ids are absent from the map.
     fn subjects_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, Subject>, GalleryError>;
 
-    fn add_template(&self, new: NewTemplate) -> Result<Template, GalleryError>;
-    /// All-or-nothing batch in one transaction (one fsync), for bulk enrollment.
-    fn add_templates(&self, new: Vec<NewTemplate>) -> Result<Vec<Template>, GalleryError>;
-    /// `Ok(false)` when the subject exists but has no such template.
-    fn delete_template(&self, subject_id: i64, template_id: i64) -> Result<bool, GalleryError>;
+    fn add_template(&self, new: NewTemplate, audit: AuditFor<'_, Template>) -> Result<Template, GalleryError>;
+    /// All-or-nothing batch in one transaction (one fsync) with one audit entry, for seeding large galleries.
+    fn add_templates(&self, new: Vec<NewTemplate>, audit: AuditFor<'_, [Template]>) -> Result<Vec<Template>, GalleryError>;
+    /// `Ok(false)` when the subject exists but has no such template; the audit entry is appended only when a
+    /// template was removed.
+    fn delete_template(&self, subject_id: i64, template_id: i64, audit: AuditEntry) -> Result<bool, GalleryError>;
     fn list_templates(&self, subject_id: i64) -> Result<Vec<Template>, GalleryError>;
     /// `Ok(None)` when the template exists but was enrolled without a thumbnail.
     fn get_thumbnail(&self, template_id: i64) -> Result<Option<Vec<u8>>, GalleryError>;
@@ -79,6 +87,7 @@ pub trait GalleryStore: Send + Sync {
     fn generation(&self) -> Result<u64, GalleryError>;
     fn stats(&self) -> Result<GalleryStats, GalleryError>;
 
+    /// Appends an entry that records a use rather than a change (a search, a view of a subject's photos).
     fn append_audit(&self, entry: AuditEntry) -> Result<i64, GalleryError>;
     /// Checks the whole chain; the error names the first broken row.
     fn verify_audit_chain(&self) -> Result<usize, GalleryError>;

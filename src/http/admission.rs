@@ -5,7 +5,7 @@
 //! analysis ends, the next one starts only after an async task is woken to take the freed permit and hands the work
 //! to a blocking thread — two thread wake-ups on cores the other analyses keep busy. Here a thread that finishes one
 //! analysis pops the next itself. Measured on 2 cores at concurrency 8 against the semaphore: about +5 % searches/s
-//! (docs/benchmarks.md, where also three threads on two cores measured ahead of two, pinned to cores or not).
+//! (research/README.md, where also three threads on two cores measured ahead of two, pinned to cores or not).
 //! rayon's pool, already a dependency, is not used for this: its idle workers spin before they sleep, which takes
 //! cycles from the other analyses on a 2-core machine.
 

@@ -2,11 +2,11 @@
 //! photo work bounded. Handlers are thin: parse, call the service core off the async runtime, map errors.
 
 mod admission;
+mod drain;
 mod error;
-mod handlers;
-pub use handlers::ROUTES;
 pub mod metrics;
-pub mod openapi;
+mod routes;
+pub mod schema;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,7 +34,7 @@ pub struct ServerConfig {
     /// Largest request body in bytes (default 30 MiB; photos are further limited by `limits.max_bytes`).
     pub max_body_bytes: usize,
     /// Analysis threads, i.e. photo analyses running at once (default: number of cores + 1; on 2 cores three
-    /// threads measured ahead of two, pinned or not, at concurrency 8: docs/benchmarks.md). Pair it with
+    /// threads measured ahead of two, pinned or not, at concurrency 8: research/README.md). Pair it with
     /// `runtime.sessions`, or analyses wait for a session.
     pub max_concurrent_analyses: usize,
     /// Analyses allowed to wait for a thread before requests are refused with 503 + Retry-After (default 32).
@@ -74,12 +74,24 @@ impl AppState {
     }
 }
 
+/// The OpenAPI document of every route [`app`] serves, derived from the handlers and their types.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::routes().1
+}
+
 /// The router.
 pub fn app(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
-    handlers::routes()
+    // A refused upload is read to its end (up to four times the limit, for half a minute at most) so the client
+    // reads the refusal instead of a reset.
+    let drain = drain::DrainPolicy { max_bytes: 4 * limit as u64 + (1 << 20), max_wait: std::time::Duration::from_secs(30) };
+    let (router, document) = routes::routes();
+    let document = document.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    router
+        .layer(axum::Extension(routes::OpenApiJson(document.into())))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(drain, drain::drain_unread_body))
         .with_state(state)
 }
 

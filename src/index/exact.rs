@@ -395,7 +395,7 @@ impl AnnIndex for ExactIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::bench::{clustered_unit_vectors, ClusterSpec};
+    use crate::index::synthetic::{clustered_unit_vectors, ClusterSpec};
     use crate::index::LabelFilter;
 
     const DIM: usize = 24;

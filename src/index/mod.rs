@@ -4,12 +4,15 @@
 //! Similarity is the dot product of unit vectors (cosine); higher is closer. Every vector handed to an index is
 //! checked (dimension, finite, unit length within `UNIT_TOLERANCE`) and refused with an error, never a panic.
 
+#[cfg(feature = "lab")]
 pub mod bench;
 mod exact;
 mod file;
 mod hnsw;
 mod simd;
 mod slots;
+#[cfg(any(test, feature = "lab"))]
+pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 
@@ -58,8 +61,10 @@ impl SearchParams {
 }
 
 /// A snapshot of an index's size and footprint.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct IndexStats {
+    /// `hnsw` or `exact`.
+    #[schema(value_type = String)]
     pub kind: &'static str,
     pub dimension: usize,
     /// Entries a search can return.
@@ -112,8 +117,10 @@ pub enum IndexError {
     WrongKind { path: PathBuf, found: &'static str, expected: &'static str },
     #[error("index file {path} has version {found}, this build reads {supported}")]
     UnsupportedVersion { path: PathBuf, found: u32, supported: u32 },
+    #[cfg(feature = "lab")]
     #[error("index bench: thread pool could not be built")]
     ThreadPool(#[source] rayon::ThreadPoolBuildError),
+    #[cfg(feature = "lab")]
     #[error("index bench: report {path} could not be encoded")]
     Report {
         path: PathBuf,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The instruction set the kernels run with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum SimdLevel {
     Scalar,
     Avx2Fma,

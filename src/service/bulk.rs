@@ -7,17 +7,27 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::gallery::{GalleryError, NewSubject, NewWatchlist};
+use crate::gallery::NewSubject;
 
-use super::{Actor, EnrollRequest, FaceChoice, ServiceError, WatchlistService};
+use super::{EnrollRequest, FaceChoice, Principal, ServiceError, WatchlistService};
+
+/// What became of one photo of a folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhotoStatus {
+    Enrolled,
+    /// Already enrolled for this subject (an interrupted run resumed).
+    Skipped,
+    /// Not enrolled: `code` and `message` say why.
+    Refused,
+}
 
 /// What happened to one photo.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhotoOutcome {
     pub photo: PathBuf,
     pub subject: String,
-    /// `enrolled`, `skipped` (already enrolled) or `refused`.
-    pub status: &'static str,
+    pub status: PhotoStatus,
     pub code: Option<&'static str>,
     pub message: Option<String>,
 }
@@ -61,66 +71,65 @@ impl WatchlistService {
         &self,
         watchlist: &str,
         dir: &Path,
-        actor: &Actor,
+        caller: &Principal,
         on_photo: &(dyn Fn(&PhotoOutcome) + Sync),
     ) -> Result<BulkSummary, ServiceError> {
-        match self.store.get_watchlist(watchlist) {
-            Ok(_) => {}
-            Err(GalleryError::NotFound { .. }) => {
-                self.store.create_watchlist(NewWatchlist {
-                    name: watchlist.to_string(),
-                    description: format!("enrolled from {}", dir.display()),
-                    alert_fpir: self.config.default_alert_fpir,
-                })?;
-            }
-            Err(e) => return Err(e.into()),
-        }
+        self.ensure_watchlist(watchlist, format!("enrolled from {}", dir.display()), caller)?;
         let photos = list_folder(dir)?;
         let mut subjects = std::collections::BTreeMap::new();
         for (name, _) in &photos {
             if subjects.contains_key(name) {
                 continue;
             }
-            let subject = match self.store.find_subject_by_external_ref(watchlist, name)? {
-                Some(s) => s,
-                None => self.store.create_subject(NewSubject {
-                    watchlist: watchlist.to_string(),
-                    external_ref: Some(name.clone()),
-                    display_name: name.clone(),
-                    metadata: serde_json::json!({ "enrolled_from": dir.display().to_string() }),
-                })?,
+            let new = NewSubject {
+                watchlist: watchlist.to_string(),
+                external_ref: Some(name.clone()),
+                display_name: name.clone(),
+                metadata: serde_json::json!({ "enrolled_from": dir.display().to_string() }),
             };
+            let subject = self.ensure_subject(new, caller)?;
             subjects.insert(name.clone(), subject.id);
         }
         let outcomes: Vec<PhotoOutcome> = photos
             .par_iter()
             .map(|(name, path)| {
-                let outcome = self.enroll_file(subjects[name], name, path, actor);
+                let outcome = self.enroll_file(subjects[name], name, path, caller);
+                if outcome.status == PhotoStatus::Refused {
+                    // Logged whether or not a terminal shows the progress: an operator must learn which photo
+                    // was refused and why.
+                    tracing::warn!(
+                        photo = %outcome.photo.display(),
+                        subject = %outcome.subject,
+                        code = outcome.code.unwrap_or("unknown"),
+                        message = outcome.message.as_deref().unwrap_or(""),
+                        "photo refused"
+                    );
+                }
                 on_photo(&outcome);
                 outcome
             })
             .collect();
-        let count = |s: &str| outcomes.iter().filter(|o| o.status == s).count();
+        let count = |status: PhotoStatus| outcomes.iter().filter(|o| o.status == status).count();
         Ok(BulkSummary {
             subjects: subjects.len(),
             photos: outcomes.len(),
-            enrolled: count("enrolled"),
-            skipped: count("skipped"),
-            refused: count("refused"),
+            enrolled: count(PhotoStatus::Enrolled),
+            skipped: count(PhotoStatus::Skipped),
+            refused: count(PhotoStatus::Refused),
         })
     }
 
-    fn enroll_file(&self, subject_id: i64, subject: &str, path: &Path, actor: &Actor) -> PhotoOutcome {
+    fn enroll_file(&self, subject_id: i64, subject: &str, path: &Path, caller: &Principal) -> PhotoOutcome {
         let outcome = |status, code, message| PhotoOutcome { photo: path.to_path_buf(), subject: subject.to_string(), status, code, message };
         let photo = match std::fs::read(path) {
             Ok(b) => b,
-            Err(e) => return outcome("refused", Some("io_error"), Some(e.to_string())),
+            Err(e) => return outcome(PhotoStatus::Refused, Some("io_error"), Some(e.to_string())),
         };
         // Folder photos are labelled with their subject: in a group photo that is the most central large face.
-        match self.enroll(&EnrollRequest { subject_id, photo, face: FaceChoice::Subject }, actor) {
-            Ok(_) => outcome("enrolled", None, None),
-            Err(ServiceError::DuplicatePhoto { .. }) => outcome("skipped", Some("duplicate_photo"), None),
-            Err(e) => outcome("refused", Some(e.code()), Some(e.to_string())),
+        match self.enroll(&EnrollRequest { subject_id, photo, face: FaceChoice::Subject }, caller) {
+            Ok(_) => outcome(PhotoStatus::Enrolled, None, None),
+            Err(ServiceError::DuplicatePhoto { .. }) => outcome(PhotoStatus::Skipped, Some("duplicate_photo"), None),
+            Err(e) => outcome(PhotoStatus::Refused, Some(e.code()), Some(e.to_string())),
         }
     }
 }

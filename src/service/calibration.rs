@@ -2,15 +2,14 @@
 //! false-positive identification rate (FPIR) of a score at the current gallery size, from the impostor
 //! distribution shipped in the recognizer's manifest.
 
-use crate::eval::impostors::ImpostorRates;
-use crate::eval::metrics::CalibrationTable;
 use crate::manifest::CalibrationSpec;
+use crate::score::{CalibrationTable, ImpostorRates};
 
 use super::ServiceError;
 
-/// The number identification mode compares with a watchlist's threshold: the evaluation harness's statistic, so
-/// that the service computes exactly what the shipped calibration table was made from.
-pub use crate::eval::decision::DecisionStatistic;
+/// The number identification mode compares with a watchlist's threshold: the statistic the evaluation harness
+/// measured with, so that the service computes exactly what the shipped calibration table was made from.
+pub use crate::score::DecisionStatistic;
 
 /// A model's calibration: its statistic, the FPIR table of non-mated searches, and for `top1` the per-comparison
 /// impostor rates when the manifest has them.
@@ -95,7 +94,7 @@ mod tests {
     #[test]
     fn per_comparison_rates_take_over_for_top1() {
         let mut impostors: Vec<f32> = (0..4000).map(|i| i as f32 / 4000.0).collect();
-        let rates = crate::eval::impostors::impostor_rates(&mut impostors).unwrap();
+        let rates = crate::score::impostors::impostor_rates(&mut impostors).unwrap();
         let mut spec = CalibrationSpec {
             statistic: "top1".into(),
             margin_cohort: 0,

@@ -9,7 +9,7 @@ use crate::gallery::{NewTemplate, Template};
 use crate::pipeline::AnalyzeOptions;
 use crate::quality::FaceQuality;
 
-use super::{Actor, ServiceError, WatchlistService};
+use super::{Action, Principal, ServiceError, WatchlistService};
 
 /// One enrollment.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ pub struct EnrollOutcome {
 }
 
 impl WatchlistService {
-    pub fn enroll(&self, request: &EnrollRequest, actor: &Actor) -> Result<EnrollOutcome, ServiceError> {
+    pub fn enroll(&self, request: &EnrollRequest, caller: &Principal) -> Result<EnrollOutcome, ServiceError> {
         let subject = self.store.get_subject(request.subject_id)?;
         let sha = crate::decode::sha256_hex(&request.photo);
         if self.store.has_photo(subject.id, &sha)? {
@@ -75,22 +75,22 @@ impl WatchlistService {
             quality: serde_json::to_value(face.quality).unwrap_or(serde_json::Value::Null),
             photo_sha256: analysis.photo_sha256.clone(),
             thumbnail_jpeg: thumbnail,
-            enrolled_by: actor.name.clone(),
+            enrolled_by: caller.name.clone(),
         };
         let template = {
             let _guard = self.write_lock.lock();
             // The label is read under the lock: a concurrent move to another watchlist cannot slip in between.
             let label = self.store.get_watchlist(&self.store.get_subject(subject.id)?.watchlist)?.id;
-            let template = self.store.add_template(new)?;
+            let template = self.store.add_template(new, &|t: &crate::gallery::Template| {
+                caller.entry(
+                    Action::Enroll,
+                    Some(format!("subject/{}/faces/{}", t.subject_id, t.id)),
+                    serde_json::json!({ "photo_sha256": analysis.photo_sha256, "faces_in_photo": count }),
+                )
+            })?;
             self.index.insert(template.id as u64, label, &face.embedding.values)?;
             template
         };
-        self.audit(
-            actor,
-            "enroll",
-            Some(format!("subject/{}/faces/{}", subject.id, template.id)),
-            serde_json::json!({ "photo_sha256": analysis.photo_sha256, "faces_in_photo": count }),
-        )?;
         Ok(EnrollOutcome { template, quality: face.quality, faces_in_photo: count })
     }
 }

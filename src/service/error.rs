@@ -46,9 +46,9 @@ pub enum ServiceError {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error("calibration in the model manifest is invalid")]
-    Calibration(#[source] crate::eval::metrics::MetricError),
+    Calibration(#[source] crate::score::ScoreError),
     #[error("calibration in the model manifest names an unusable decision statistic")]
-    Statistic(#[source] crate::eval::decision::DecisionError),
+    Statistic(#[source] crate::score::DecisionError),
     #[error("calibration in the model manifest: per-comparison rates describe top1 scores, not statistic {statistic}")]
     ComparisonsNeedTop1 { statistic: String },
     #[error("data directory {path}: cannot be created")]

@@ -9,6 +9,8 @@ mod bulk;
 mod calibration;
 mod enroll;
 mod error;
+mod principal;
+mod records;
 mod search;
 
 use std::path::{Path, PathBuf};
@@ -18,11 +20,15 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-pub use bulk::{list_folder, BulkSummary, PhotoOutcome};
+pub use bulk::{list_folder, BulkSummary, PhotoOutcome, PhotoStatus};
 pub use calibration::{Calibration, DecisionStatistic};
 pub use enroll::{EnrollOutcome, EnrollRequest, FaceChoice};
 pub use error::{ErrorKind, ServiceError};
-pub use search::{Candidate, FaceSearch, FaceSummary, SearchMode, SearchRequest, SearchResult, VerifyResult};
+pub use principal::{Action, Principal, Role, UnknownRole};
+pub use records::{ServiceStats, WatchlistRequest};
+pub use search::{
+    Candidate, FaceSearch, FaceSummary, SearchMode, SearchRequest, SearchResult, VerifyDecision, VerifyResult,
+};
 
 use crate::gallery::{GalleryStore, SqliteStore};
 use crate::index::{AnnIndex, ExactIndex, HnswConfig, HnswIndex};
@@ -104,28 +110,24 @@ impl Default for GalleryConfig {
     }
 }
 
-/// Who is asking and why; recorded in the audit trail with every search and change.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Actor {
-    pub name: String,
-    pub role: String,
-    pub purpose: Option<String>,
-}
-
-impl Actor {
-    pub fn system(purpose: &str) -> Actor {
-        Actor { name: "facematch".into(), role: "system".into(), purpose: Some(purpose.into()) }
-    }
+/// How the index came up at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexOrigin {
+    /// From its file, which recorded the store's generation.
+    Loaded,
+    /// From the store, because the file was missing, stale or unreadable.
+    Rebuilt,
 }
 
 /// Index state for `/readyz` and `/v1/stats`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IndexState {
     pub stats: crate::index::IndexStats,
     pub generation: u64,
+    #[schema(value_type = String)]
     pub path: PathBuf,
-    /// How the index came up at start: `loaded` from its file, or `rebuilt` from the store.
-    pub origin: &'static str,
+    pub origin: IndexOrigin,
     pub startup_ms: f64,
 }
 
@@ -140,7 +142,7 @@ pub struct WatchlistService {
     /// Serialises store+index changes so that the index equals the store at a known generation.
     write_lock: Mutex<()>,
     index_path: PathBuf,
-    origin: &'static str,
+    origin: IndexOrigin,
     startup_ms: f64,
 }
 
@@ -160,7 +162,7 @@ impl WatchlistService {
         let index_path = config.data_dir.join(format!("index-{model_id}-{}.bin", kind_name(config.index)));
         let (index, origin) = open_index(&*store, &model_id, dimension, &config, &index_path)?;
         let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(templates = index.len(), origin, startup_ms, "gallery ready");
+        tracing::info!(templates = index.len(), ?origin, startup_ms, "gallery ready");
         Ok(WatchlistService {
             pipeline,
             store,
@@ -177,9 +179,6 @@ impl WatchlistService {
 
     pub fn pipeline(&self) -> &Arc<FacePipeline> {
         &self.pipeline
-    }
-    pub fn store(&self) -> &Arc<dyn GalleryStore> {
-        &self.store
     }
     pub fn config(&self) -> &GalleryConfig {
         &self.config
@@ -211,21 +210,6 @@ impl WatchlistService {
         Ok(())
     }
 
-    /// Deletes a subject and its templates; returns the template ids removed.
-    pub fn delete_subject(&self, id: i64, actor: &Actor) -> Result<Vec<i64>, ServiceError> {
-        let removed = {
-            let _guard = self.write_lock.lock();
-            let removed = self.store.delete_subject(id)?;
-            for key in &removed {
-                self.index.remove(*key as u64)?;
-            }
-            self.consolidate_when_due()?;
-            removed
-        };
-        self.audit(actor, "delete_subject", Some(format!("subject/{id}")), serde_json::json!({ "templates": removed }))?;
-        Ok(removed)
-    }
-
     /// Consolidates the index once tombstones pass `consolidate_deleted_share`; the caller holds the write lock,
     /// so the index still equals the store at its generation afterwards.
     fn consolidate_when_due(&self) -> Result<(), ServiceError> {
@@ -239,64 +223,10 @@ impl WatchlistService {
         Ok(())
     }
 
-    /// Deletes one template of a subject.
-    pub fn delete_template(&self, subject_id: i64, template_id: i64, actor: &Actor) -> Result<bool, ServiceError> {
-        let removed = {
-            let _guard = self.write_lock.lock();
-            let removed = self.store.delete_template(subject_id, template_id)?;
-            if removed {
-                self.index.remove(template_id as u64)?;
-                self.consolidate_when_due()?;
-            }
-            removed
-        };
-        if removed {
-            self.audit(actor, "delete_template", Some(format!("subject/{subject_id}/faces/{template_id}")), serde_json::json!({}))?;
-        }
-        Ok(removed)
-    }
-
-    /// Updates a subject; moving it to another watchlist relabels its templates in the index.
-    pub fn update_subject(
-        &self,
-        id: i64,
-        patch: crate::gallery::SubjectPatch,
-        actor: &Actor,
-    ) -> Result<crate::gallery::Subject, ServiceError> {
-        let subject = {
-            let _guard = self.write_lock.lock();
-            let before = self.store.get_subject(id)?;
-            let subject = self.store.update_subject(id, patch)?;
-            if subject.watchlist != before.watchlist {
-                let label = self.store.get_watchlist(&subject.watchlist)?.id;
-                for (key, embedding) in self.store.subject_embeddings(id, self.model_id())? {
-                    self.index.remove(key as u64)?;
-                    self.index.insert(key as u64, label, &embedding)?;
-                }
-                self.consolidate_when_due()?;
-            }
-            subject
-        };
-        self.audit(actor, "update_subject", Some(format!("subject/{id}")), serde_json::json!({}))?;
-        Ok(subject)
-    }
-
-    /// Appends to the tamper-evident audit trail.
-    pub fn audit(
-        &self,
-        actor: &Actor,
-        action: &str,
-        target: Option<String>,
-        details: serde_json::Value,
-    ) -> Result<i64, ServiceError> {
-        Ok(self.store.append_audit(crate::gallery::AuditEntry {
-            actor: actor.name.clone(),
-            role: actor.role.clone(),
-            action: action.to_string(),
-            purpose: actor.purpose.clone(),
-            target,
-            details,
-        })?)
+    /// Appends the audit entry of a use (a search, a verification): uses change nothing, so the entry is the only
+    /// write.
+    fn audit_use(&self, entry: crate::gallery::AuditEntry) -> Result<i64, ServiceError> {
+        Ok(self.store.append_audit(entry)?)
     }
 }
 
@@ -331,7 +261,7 @@ fn open_index(
     dimension: usize,
     config: &GalleryConfig,
     path: &Path,
-) -> Result<(Arc<dyn AnnIndex>, &'static str), ServiceError> {
+) -> Result<(Arc<dyn AnnIndex>, IndexOrigin), ServiceError> {
     let current = store.generation()?;
     if path.is_file() {
         let loaded: Result<(Arc<dyn AnnIndex>, u64), _> = match config.index {
@@ -340,7 +270,7 @@ fn open_index(
                 .map(|(i, g)| (Arc::new(exact_options(i, config)) as Arc<dyn AnnIndex>, g)),
         };
         match loaded {
-            Ok((index, generation)) if generation == current => return Ok((index, "loaded")),
+            Ok((index, generation)) if generation == current => return Ok((index, IndexOrigin::Loaded)),
             Ok((_, generation)) => tracing::warn!(generation, current, "index file is stale; rebuilding from the store"),
             Err(error) => tracing::warn!(error = %error, "index file unreadable; rebuilding from the store"),
         }
@@ -355,5 +285,5 @@ fn open_index(
     })?;
     index.insert_batch(&items)?;
     index.save(path, generation)?;
-    Ok((index, "rebuilt"))
+    Ok((index, IndexOrigin::Rebuilt))
 }

@@ -12,10 +12,10 @@ use crate::index::{LabelFilter, Neighbour, SearchParams};
 use crate::pipeline::{Analysis, AnalyzeOptions, AnalyzedFace, StageTimings};
 use crate::quality::FaceQuality;
 
-use super::{Actor, ServiceError, WatchlistService};
+use super::{Action, Principal, ServiceError, WatchlistService};
 
 /// NIST FRTE search modes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SearchMode {
     /// Only candidates whose decision score passes their watchlist's threshold; "no match" is an answer.
@@ -26,7 +26,7 @@ pub enum SearchMode {
 }
 
 /// Options of a search.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SearchRequest {
     pub mode: SearchMode,
@@ -41,10 +41,12 @@ pub struct SearchRequest {
 }
 
 /// Where a face is and how good it is.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FaceSummary {
     #[serde(rename = "box")]
     pub bbox: BoundingBox,
+    /// Five points, `[x, y]` in photo pixels: eyes, nose tip, mouth corners.
+    #[schema(value_type = Vec<Vec<f32>>)]
     pub landmarks: Landmarks,
     pub quality: FaceQuality,
 }
@@ -56,7 +58,7 @@ impl From<&AnalyzedFace> for FaceSummary {
 }
 
 /// A subject the face resembles: a candidate for a person to review, never a verdict.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Candidate {
     pub rank: usize,
     pub subject_id: i64,
@@ -79,7 +81,7 @@ pub struct Candidate {
 }
 
 /// One probe face and its candidates.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FaceSearch {
     pub face: Option<FaceSummary>,
     pub searched: bool,
@@ -88,7 +90,7 @@ pub struct FaceSearch {
 }
 
 /// The answer to a search.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SearchResult {
     /// Audit trail entry of this search.
     pub search_id: i64,
@@ -101,14 +103,35 @@ pub struct SearchResult {
     pub search_ms: f64,
 }
 
+/// Where a 1:1 similarity falls against the model's verification threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyDecision {
+    /// At or above the threshold.
+    Match,
+    /// Below it.
+    NoMatch,
+}
+
+impl VerifyDecision {
+    /// The one rule for every 1:1 comparison, the service's and the command line's.
+    pub fn at(similarity: f32, threshold: f32) -> VerifyDecision {
+        if similarity >= threshold {
+            VerifyDecision::Match
+        } else {
+            VerifyDecision::NoMatch
+        }
+    }
+}
+
 /// The answer to a 1:1 comparison.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VerifyResult {
     pub model_id: String,
     pub similarity: f32,
     pub threshold: f32,
-    /// `match` at or above the model's 1:1 threshold, else `no_match` — for a person to confirm.
-    pub decision: &'static str,
+    /// For a person to confirm, never a verdict.
+    pub decision: VerifyDecision,
     pub subject_id: Option<i64>,
     pub template_id: Option<i64>,
 }
@@ -116,20 +139,20 @@ pub struct VerifyResult {
 
 impl WatchlistService {
     /// Searches every face of a photo.
-    pub fn search_photo(&self, photo: &[u8], request: &SearchRequest, actor: &Actor) -> Result<SearchResult, ServiceError> {
+    pub fn search_photo(&self, photo: &[u8], request: &SearchRequest, caller: &Principal) -> Result<SearchResult, ServiceError> {
         let analysis = self.analyze_probe(photo, request)?;
-        self.search_analysis(analysis, request, actor)
+        self.search_analysis(analysis, request, caller)
     }
 
     /// The CPU-heavy half of [`Self::search_photo`]: faces, quality and embeddings of the probe photo. The HTTP
     /// layer runs it on an analysis thread and the rest (index, store reads, audit commit) on the blocking pool, so
-    /// an analysis thread never idles on the audit's disk sync while photos wait (measured: docs/benchmarks.md).
+    /// an analysis thread never idles on the audit's disk sync while photos wait (measured: research/README.md).
     pub fn analyze_probe(&self, photo: &[u8], request: &SearchRequest) -> Result<Analysis, ServiceError> {
         Ok(self.pipeline.analyze_bytes(photo, AnalyzeOptions { min_face_px: request.min_face_px, max_faces: Some(64) })?)
     }
 
     /// The light half of [`Self::search_photo`]: candidates for every face of an analysed probe, audited.
-    pub fn search_analysis(&self, analysis: Analysis, request: &SearchRequest, actor: &Actor) -> Result<SearchResult, ServiceError> {
+    pub fn search_analysis(&self, analysis: Analysis, request: &SearchRequest, caller: &Principal) -> Result<SearchResult, ServiceError> {
         let started = Instant::now();
         let context = self.search_context(request)?;
         let mut faces = Vec::with_capacity(analysis.faces.len());
@@ -148,7 +171,7 @@ impl WatchlistService {
             let candidates = self.candidates(&face.embedding.values, request, &context)?;
             faces.push(FaceSearch { face: Some(face.into()), searched: true, skipped_reason: None, candidates });
         }
-        self.finish_search(actor, request, &context, faces, analysis.timings, started, Some(&analysis.photo_sha256))
+        self.finish_search(caller, request, &context, faces, analysis.timings, started, Some(&analysis.photo_sha256))
     }
 
     /// Searches with an embedding the caller already has (it must come from the service's model).
@@ -156,21 +179,21 @@ impl WatchlistService {
         &self,
         embedding: &[f32],
         request: &SearchRequest,
-        actor: &Actor,
+        caller: &Principal,
     ) -> Result<SearchResult, ServiceError> {
         let query = self.checked_embedding(embedding)?;
         let started = Instant::now();
         let context = self.search_context(request)?;
         let candidates = self.candidates(&query, request, &context)?;
         let faces = vec![FaceSearch { face: None, searched: true, skipped_reason: None, candidates }];
-        self.finish_search(actor, request, &context, faces, StageTimings::default(), started, None)
+        self.finish_search(caller, request, &context, faces, StageTimings::default(), started, None)
     }
 
     /// Audits the search and assembles its answer.
     #[allow(clippy::too_many_arguments)]
     fn finish_search(
         &self,
-        actor: &Actor,
+        caller: &Principal,
         request: &SearchRequest,
         context: &SearchContext,
         faces: Vec<FaceSearch>,
@@ -179,7 +202,7 @@ impl WatchlistService {
         photo_sha256: Option<&str>,
     ) -> Result<SearchResult, ServiceError> {
         let search_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let search_id = self.audit_search(actor, request, &faces, photo_sha256)?;
+        let search_id = self.audit_search(caller, request, &faces, photo_sha256)?;
         Ok(SearchResult {
             search_id,
             mode: request.mode,
@@ -193,17 +216,21 @@ impl WatchlistService {
     }
 
     /// 1:1: the largest face of each photo.
-    pub fn verify_photos(&self, a: &[u8], b: &[u8], actor: &Actor) -> Result<VerifyResult, ServiceError> {
+    pub fn verify_photos(&self, a: &[u8], b: &[u8], caller: &Principal) -> Result<VerifyResult, ServiceError> {
         let ea = self.probe_embedding(a)?;
         let eb = self.probe_embedding(b)?;
         let similarity = ea.similarity(&eb).ok_or(ServiceError::InvalidEmbedding)?;
         let result = self.verdict(similarity, None, None);
-        self.audit(actor, "verify", None, serde_json::json!({ "similarity": similarity, "decision": result.decision }))?;
+        self.audit_use(caller.entry(
+            Action::Verify,
+            None,
+            serde_json::json!({ "similarity": similarity, "decision": result.decision }),
+        ))?;
         Ok(result)
     }
 
     /// 1:1: the largest face of the photo against a subject's best template.
-    pub fn verify_subject(&self, photo: &[u8], subject_id: i64, actor: &Actor) -> Result<VerifyResult, ServiceError> {
+    pub fn verify_subject(&self, photo: &[u8], subject_id: i64, caller: &Principal) -> Result<VerifyResult, ServiceError> {
         let templates = self.store.subject_embeddings(subject_id, self.model_id())?;
         let probe = self.probe_embedding(photo)?;
         let best = templates
@@ -212,12 +239,11 @@ impl WatchlistService {
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .ok_or_else(|| ServiceError::InvalidRequest(format!("subject {subject_id} has no templates of this model")))?;
         let result = self.verdict(best.1, Some(subject_id), Some(best.0));
-        self.audit(
-            actor,
-            "verify",
+        self.audit_use(caller.entry(
+            Action::Verify,
             Some(format!("subject/{subject_id}")),
             serde_json::json!({ "similarity": best.1, "decision": result.decision }),
-        )?;
+        ))?;
         Ok(result)
     }
 
@@ -227,7 +253,7 @@ impl WatchlistService {
             model_id: self.model_id().to_string(),
             similarity,
             threshold,
-            decision: if similarity >= threshold { "match" } else { "no_match" },
+            decision: VerifyDecision::at(similarity, threshold),
             subject_id,
             template_id,
         }
@@ -419,15 +445,14 @@ impl WatchlistService {
     /// Audit entry of a search: who, why, what was asked and which subjects came back — never embeddings or photos.
     fn audit_search(
         &self,
-        actor: &Actor,
+        caller: &Principal,
         request: &SearchRequest,
         faces: &[FaceSearch],
         photo_sha256: Option<&str>,
     ) -> Result<i64, ServiceError> {
         let candidates: Vec<Vec<i64>> = faces.iter().map(|f| f.candidates.iter().map(|c| c.subject_id).collect()).collect();
-        self.audit(
-            actor,
-            "search",
+        self.audit_use(caller.entry(
+            Action::Search,
             None,
             serde_json::json!({
                 "mode": request.mode,
@@ -437,7 +462,7 @@ impl WatchlistService {
                 "candidates": candidates,
                 "photo_sha256": photo_sha256,
             }),
-        )
+        ))
     }
 }
 

@@ -34,7 +34,7 @@ pub fn config_for(recognizer: &str) -> Config {
 }
 
 pub fn pipeline(recognizer: &str) -> FacePipeline {
-    FacePipeline::load(&config_for(recognizer))
+    FacePipeline::load(&config_for(recognizer).pipeline())
         .unwrap_or_else(|e| panic!("pipeline with {recognizer} must load (run scripts/setup.sh): {e}"))
 }
 

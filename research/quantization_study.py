@@ -7,10 +7,10 @@ every photo of the second half's identities with at least 2 photos: all mated an
 1e-2/1e-3/1e-4, and the cosine between the float and int8 embeddings of the same crop.
 Speed: one intra-op thread, the two sessions alternating, 5 rounds of 100 runs on one crop, median per face.
 
-    .venv/bin/python scripts/quantization_study.py dlib-resnet-v1-int8 [--shared ../shared]
+    .venv/bin/python research/quantization_study.py dlib-resnet-v1-int8 [--shared ../shared]
 
-(The session-4 figures in docs/benchmarks.md came from this script's first version, commit 8f162fe, which
-quantised inside the study with plain min-max ranges.)
+(The figures of 2026-11-22 13:25 and 13:55 UTC, docs/history/2026-11-22-1333.md, came from this script's first
+version, commit 8f162fe, which quantised inside the study with plain min-max ranges.)
 """
 import argparse
 import sys
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# reference_pipeline (and quantize_recognizer) are product scripts in ../scripts.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import quantize_recognizer as qr
 import reference_pipeline as rp
 

@@ -10,7 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{canonical, check_rate, rescale_fpir, table_lookup, MetricError, TableLookup};
+use super::fpir::{canonical, check_finite, check_rate, rescale_fpir, table_lookup, TableLookup};
+use super::ScoreError;
 
 /// Table points per decade of rate.
 const POINTS_PER_DECADE: f64 = 10.0;
@@ -23,7 +24,7 @@ const TAIL_FIT_EXCEEDANCES: usize = 1000;
 /// Score → per-comparison impostor rate, as a model manifest's `[calibration.comparisons]` holds it.
 ///
 /// - Within the table (`scores[0]` to the last score): the fraction of counted impostor comparisons at or above
-///   the score, log-linear between points (as [`super::metrics::CalibrationTable`] interpolates FPIR).
+///   the score, log-linear between points (as [`super::CalibrationTable`] interpolates FPIR).
 /// - Below the lowest score: 1.
 /// - Above the last score `s_e` (rate `r_e`): the exponential tail `r_e · exp(-(s - s_e) / tail_scale)`, whose
 ///   scale is the mean excess of the highest comparisons over the one below them (the maximum-likelihood
@@ -54,10 +55,10 @@ struct ImpostorRatesFields {
 }
 
 impl TryFrom<ImpostorRatesFields> for ImpostorRates {
-    type Error = MetricError;
+    type Error = ScoreError;
 
-    fn try_from(f: ImpostorRatesFields) -> Result<Self, MetricError> {
-        let invalid = |reason| Err(MetricError::InvalidImpostorRates { reason });
+    fn try_from(f: ImpostorRatesFields) -> Result<Self, ScoreError> {
+        let invalid = |reason| Err(ScoreError::InvalidImpostorRates { reason });
         if f.comparisons == 0 {
             return invalid("comparisons must be at least 1");
         }
@@ -90,17 +91,14 @@ impl TryFrom<ImpostorRatesFields> for ImpostorRates {
 /// rate is the exact fraction at or above its score). The tail scale is the mean excess of the highest
 /// `k = min(1000, n/100)` scores over the `(k+1)`-th highest; at least 3,000 comparisons are needed so that
 /// `k >= 30`.
-pub fn impostor_rates(scores: &mut [f32]) -> Result<ImpostorRates, MetricError> {
+pub fn impostor_rates(scores: &mut [f32]) -> Result<ImpostorRates, ScoreError> {
     let n = scores.len();
     let tail_fit = TAIL_FIT_EXCEEDANCES.min(n / 100);
     if tail_fit < TABLE_END_EXCEEDANCES {
-        return Err(MetricError::TooFewImpostorComparisons { found: n, needed: 100 * TABLE_END_EXCEEDANCES });
+        return Err(ScoreError::TooFewImpostorComparisons { found: n, needed: 100 * TABLE_END_EXCEEDANCES });
     }
     for (index, s) in scores.iter_mut().enumerate() {
-        if !s.is_finite() {
-            return Err(MetricError::NonFiniteScore { index, value: *s });
-        }
-        *s = canonical(*s);
+        *s = check_finite(index, *s)?;
     }
     scores.sort_unstable_by(|a, b| b.total_cmp(a));
     // Comparisons scoring at or above `s`, from the descending order.
@@ -121,7 +119,7 @@ pub fn impostor_rates(scores: &mut [f32]) -> Result<ImpostorRates, MetricError> 
     let excess: f64 = scores[..tail_fit].iter().map(|&s| f64::from(s) - threshold).sum::<f64>() / tail_fit as f64;
     // Scores are finite (checked above), so the mean excess is a number: zero when the top scores all tie.
     if excess <= 0.0 {
-        return Err(MetricError::InvalidImpostorRates { reason: "the highest impostor scores are all equal" });
+        return Err(ScoreError::InvalidImpostorRates { reason: "the highest impostor scores are all equal" });
     }
     ImpostorRates::try_from(ImpostorRatesFields {
         comparisons: n as u64,
@@ -178,7 +176,7 @@ impl ImpostorRates {
     }
 
     /// Lowest score whose estimated rate ([`ImpostorRates::rate_at`]) is at most `target`.
-    pub fn threshold_for_rate(&self, target: f64) -> Result<f32, MetricError> {
+    pub fn threshold_for_rate(&self, target: f64) -> Result<f32, ScoreError> {
         let target = check_rate("impostor rate threshold", target)?;
         let first_within = self.rates.partition_point(|&r| r > target);
         let estimate = match self.scores.get(first_within) {
@@ -214,19 +212,19 @@ impl ImpostorRates {
     /// the per-comparison rate, i.e. the comparisons of one search taken as independent. Probes that resemble
     /// many people make comparisons dependent, which lowers the true FPIR below this (Jensen), so the estimate
     /// errs on the side of fewer alerts.
-    pub fn fpir_at_gallery_size(&self, score: f32, gallery_size: usize) -> Result<f64, MetricError> {
+    pub fn fpir_at_gallery_size(&self, score: f32, gallery_size: usize) -> Result<f64, ScoreError> {
         if gallery_size == 0 {
-            return Err(MetricError::InvalidGallerySize);
+            return Err(ScoreError::InvalidGallerySize);
         }
         Ok(rescale_fpir(self.rate_at(score), gallery_size as f64))
     }
 
     /// Lowest top-1 score whose FPIR at `gallery_size` ([`ImpostorRates::fpir_at_gallery_size`]) is at most
     /// `target`.
-    pub fn threshold_for_fpir_at_gallery_size(&self, target: f64, gallery_size: usize) -> Result<f32, MetricError> {
+    pub fn threshold_for_fpir_at_gallery_size(&self, target: f64, gallery_size: usize) -> Result<f32, ScoreError> {
         let target = check_rate("calibration threshold", target)?;
         if gallery_size == 0 {
-            return Err(MetricError::InvalidGallerySize);
+            return Err(ScoreError::InvalidGallerySize);
         }
         let per_comparison = rescale_fpir(target, 1.0 / gallery_size as f64);
         let mut threshold = self.threshold_for_rate(per_comparison.max(f64::MIN_POSITIVE))?;
@@ -260,7 +258,7 @@ pub struct TailCheck {
 /// given, which must not follow the scores) are compared with the counts of all of them at the scores where all
 /// of them count `exceedances` comparisons. The subsample's table ends `keep_one_in` times higher in rate, so
 /// the lower rows test the tail where the truth is still counted.
-pub fn tail_check(scores: &[f32], keep_one_in: usize, exceedances: &[usize]) -> Result<Vec<TailCheck>, MetricError> {
+pub fn tail_check(scores: &[f32], keep_one_in: usize, exceedances: &[usize]) -> Result<Vec<TailCheck>, ScoreError> {
     let mut subsample: Vec<f32> = scores.iter().step_by(keep_one_in.max(1)).copied().collect();
     let fitted = impostor_rates(&mut subsample)?;
     // `subsample` is now sorted descending: the fit threshold is its (k+1)-th highest score.
@@ -352,7 +350,7 @@ mod tests {
             assert!(rates.fpir_at_gallery_size(t, gallery).unwrap() <= target);
             assert!(rates.fpir_at_gallery_size(t.next_down().next_down(), gallery).unwrap() > target * 0.999);
         }
-        assert!(matches!(rates.fpir_at_gallery_size(3.6, 0), Err(MetricError::InvalidGallerySize)));
+        assert!(matches!(rates.fpir_at_gallery_size(3.6, 0), Err(ScoreError::InvalidGallerySize)));
     }
 
     #[test]
@@ -379,12 +377,12 @@ mod tests {
     fn too_few_or_bad_scores_are_refused_and_stored_tables_are_checked() {
         assert!(matches!(
             impostor_rates(&mut vec![0.5; 2999]),
-            Err(MetricError::TooFewImpostorComparisons { found: 2999, .. })
+            Err(ScoreError::TooFewImpostorComparisons { found: 2999, .. })
         ));
-        assert!(matches!(impostor_rates(&mut vec![0.5; 5000]), Err(MetricError::InvalidImpostorRates { .. })));
+        assert!(matches!(impostor_rates(&mut vec![0.5; 5000]), Err(ScoreError::InvalidImpostorRates { .. })));
         let mut with_nan = ladder();
         with_nan[7] = f32::NAN;
-        assert!(matches!(impostor_rates(&mut with_nan), Err(MetricError::NonFiniteScore { .. })));
+        assert!(matches!(impostor_rates(&mut with_nan), Err(ScoreError::NonFiniteScore { .. })));
 
         let good = impostor_rates(&mut ladder()).unwrap();
         let text = toml::to_string(&good).unwrap();

@@ -1,4 +1,4 @@
-"""Issue-5 attempts (measured with the Python reference; the first was built): which face is the subject, how
+"""Attempts (measured with the Python reference; the first was built): which face is the subject, how
 precise its landmarks are, and crop jitter, against FNIR at FPIR 1 % on lfw-dev.
 
 Every photo of lfw-dev goes through scripts/reference_pipeline.py (yunet_s_dynamic.onnx, OpenCV warp) under these
@@ -8,7 +8,7 @@ variants, each the subject's normalised template:
     1x/central      same detections, the most central face among those at least half the largest's area
     2x/largest      detector on the photo enlarged 2x (what the Rust default detector, the fixed 640x640 YuNet with
                     max_upscale 2, does to a 250 px photo), largest face
-    2x/central      the same with the central choice (what the Rust pipeline does since session 6)
+    2x/central      the same with the central choice (what the Rust pipeline does since 2026-11-22)
     2x/mirror       2x/central with its landmarks averaged with those found in the mirrored photo
     2x/jitter       2x/central, template = mean of 7 crops: the aligned one, scaled 0.95 and 1.05, shifted 2 px
                     in each direction
@@ -22,9 +22,9 @@ single-photo identities alternating between gallery distractors and non-mated se
 every half is held out; the halves show how stable a change is. FNIR at FPIR 1 % counts a mated search as found
 when its top candidate is its mate and the decision score exceeds the (floor(0.01 n) + 1)-th highest non-mated one.
 
-    .venv/bin/python scripts/face_choice_and_landmarks_attempt.py --recognizer face-reid-retail-0095 \
+    .venv/bin/python research/face_choice_and_landmarks_attempt.py --recognizer face-reid-retail-0095 \
         --out reports/attempts/face-choice-0095.jsonl      # about 15 minutes on one core
-    .venv/bin/python scripts/face_choice_and_landmarks_attempt.py --recognizer dlib-resnet-v1 \
+    .venv/bin/python research/face_choice_and_landmarks_attempt.py --recognizer dlib-resnet-v1 \
         --out reports/attempts/face-choice-dlib.jsonl --report-only   # re-reads the templates
 
 With --fuse OTHER.jsonl (another recognizer's output of this script), it also reports score-level fusion of the
@@ -42,7 +42,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# reference_pipeline is a product script in ../scripts.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import reference_pipeline as rp  # noqa: E402
 
 LFW = Path(__file__).resolve().parents[2] / "shared" / "faces" / "lfw-dev"

@@ -36,7 +36,7 @@ pub enum DecisionError {
 
 /// The statistic identification mode thresholds, as named in a manifest's `[calibration]` table
 /// (`statistic = "top1"` or `statistic = "margin"` with `margin_cohort`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 // Tagged `name`: the shape search responses have always had (`{"name": "margin", "cohort": 50}`).
 #[serde(tag = "name", rename_all = "snake_case")]
 pub enum DecisionStatistic {

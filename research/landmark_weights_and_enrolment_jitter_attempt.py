@@ -1,4 +1,4 @@
-"""Issue-5 attempts of session 7 (measured with the Python reference, neither built): weighting the five landmarks
+"""Attempts of 2026-11-22 evening (measured with the Python reference, neither built): weighting the five landmarks
 in the alignment fit, and crop jitter at enrolment only.
 
 weights   Every lfw-dev photo's subject (the detector at 2x, the most central of the large faces: what the Rust
@@ -17,9 +17,9 @@ The protocol, the 20 halves and FNIR at FPIR 1 % are face_choice_and_landmarks_a
 lfw-dev, then the mean over the 20 halves, the mean per-half change against plain 2x/central top1 and how many
 halves improve on it.
 
-    .venv/bin/python scripts/landmark_weights_and_enrolment_jitter_attempt.py weights \\
+    .venv/bin/python research/landmark_weights_and_enrolment_jitter_attempt.py weights \\
         --recognizer face-reid-retail-0095                  # about 3 minutes on one core
-    .venv/bin/python scripts/landmark_weights_and_enrolment_jitter_attempt.py gallery \\
+    .venv/bin/python research/landmark_weights_and_enrolment_jitter_attempt.py gallery \\
         --templates reports/attempts/face-choice-0095.jsonl  # seconds; needs that script's output
 """
 
@@ -33,7 +33,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# face_choice_and_landmarks_attempt sits beside this file; reference_pipeline is a product script in ../scripts.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "scripts"))
 import face_choice_and_landmarks_attempt as attempt  # noqa: E402
 import reference_pipeline as rp  # noqa: E402
 

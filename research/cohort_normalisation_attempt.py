@@ -1,4 +1,4 @@
-"""Issue-5 attempt (measured, not built): a per-comparison score normalised against a fixed external cohort.
+"""Decision-statistic attempt (measured, not built): a per-comparison score normalised against a fixed external cohort.
 
     s'(p, g) = s(p, g) - (m_p + m_g) / 2,  m_x = mean of x's k highest cosines to the cohort
 
@@ -8,7 +8,7 @@ enrolled, single-photo identities alternating between gallery distractors and no
 then swap. Unlike the margin statistics, s' is a score of one comparison, so per-comparison impostor rates could
 calibrate it at any gallery size; candidates are ranked by s'.
 
-    .venv/bin/python scripts/cohort_normalisation_attempt.py reports/cache/<model>-<key>.jsonl
+    .venv/bin/python research/cohort_normalisation_attempt.py reports/cache/<model>-<key>.jsonl
 
 The argument is the harness's template cache of lfw-dev (written by `facematch eval identify ... --cache`).
 """

@@ -1,0 +1,226 @@
+//! The served OpenAPI document describes what the server really answers: every route is exercised on a real
+//! server with real photos, and every answer — successes and refusals — must have its status documented for that
+//! operation and a body that validates against the documented schema.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{photo_form, TestServer};
+use facematch::http::ServerConfig;
+use reqwest::{Client, Method, RequestBuilder};
+use serde_json::{json, Value};
+
+/// Checks answers against the served document and remembers which operations answered with what.
+struct Checker {
+    document: Value,
+    /// (method, path template) → statuses seen.
+    seen: BTreeMap<(String, String), BTreeSet<u16>>,
+}
+
+impl Checker {
+    /// Sends `request` for the operation `method path` and checks its answer; returns the status and JSON body.
+    async fn check(&mut self, method: &str, path: &str, request: RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let bytes = response.bytes().await.unwrap();
+        let operation = &self.document["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is not in the document");
+        let documented = &operation["responses"][status.to_string()];
+        assert!(documented.is_object(), "{method} {path} answered {status}, which its operation does not document");
+        let media = content_type.split(';').next().unwrap_or_default().trim().to_owned();
+        let content = &documented["content"][&media];
+        assert!(content.is_object(), "{method} {path} {status}: content type {media} is not documented: {documented}");
+        let body = if media == "application/json" {
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{method} {path} {status}: not JSON: {e}"));
+            let mut schema = content["schema"].clone();
+            schema["components"] = self.document["components"].clone();
+            let validator = jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{method} {path}: schema: {e}"));
+            let errors: Vec<String> = validator.iter_errors(&body).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+            assert!(errors.is_empty(), "{method} {path} {status}: the body does not match its schema: {errors:?}\n{body}");
+            body
+        } else {
+            Value::Null
+        };
+        self.seen.entry((method.to_owned(), path.to_owned())).or_default().insert(status);
+        (status, body)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_of_every_route_matches_the_served_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), ServerConfig { max_body_bytes: 4 << 20, ..ServerConfig::default() });
+    let client = Client::new();
+    let document: Value = client.get(server.url("/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let mut c = Checker { document, seen: BTreeMap::new() };
+    let url = |p: &str| server.url(p);
+    let req = |method: Method, p: &str| {
+        client.request(method, url(p)).header("x-facematch-actor", "openapi-test").header("x-facematch-role", "admin")
+    };
+    let photo = common::deepface().join("id05/img14.jpg");
+    let probe = common::deepface().join("id05/img15.jpg");
+    let other = common::deepface().join("id08/img34.jpg");
+    let scratch = tempfile::tempdir().unwrap();
+    let blank = scratch.path().join("blank.png");
+    image::RgbImage::from_pixel(320, 240, image::Rgb([90, 120, 150])).save(&blank).unwrap();
+
+    // Operations.
+    c.check("get", "/healthz", req(Method::GET, "/healthz")).await;
+    c.check("get", "/readyz", req(Method::GET, "/readyz")).await;
+    c.check("get", "/metrics", req(Method::GET, "/metrics")).await;
+    c.check("get", "/v1/openapi.json", req(Method::GET, "/v1/openapi.json")).await;
+    c.check("get", "/v1/stats", req(Method::GET, "/v1/stats")).await;
+    c.check("get", "/v1/stats", client.get(url("/v1/stats")).header("x-facematch-role", "root")).await;
+
+    // Watchlists.
+    let wl = "/v1/watchlists";
+    let (s, _) = c.check("post", wl, req(Method::POST, wl).json(&json!({ "name": "wanted", "alert_fpir": 0.01 }))).await;
+    assert_eq!(s, 201);
+    assert_eq!(c.check("post", wl, req(Method::POST, wl).json(&json!({ "name": "wanted" }))).await.0, 409);
+    assert_eq!(c.check("post", wl, req(Method::POST, wl).body("{nope")).await.0, 400);
+    assert_eq!(c.check("post", wl, req(Method::POST, wl).json(&json!({ "name": "Bad Name!" }))).await.0, 422);
+    assert_eq!(c.check("post", wl, req(Method::POST, wl).body(vec![b' '; 5 << 20])).await.0, 413);
+    assert_eq!(c.check("get", wl, req(Method::GET, wl)).await.0, 200);
+    assert_eq!(c.check("get", wl, client.get(url(wl)).header("x-facematch-role", "root")).await.0, 400);
+    let one = "/v1/watchlists/{name}";
+    assert_eq!(c.check("get", one, req(Method::GET, "/v1/watchlists/wanted")).await.0, 200);
+    assert_eq!(c.check("get", one, req(Method::GET, "/v1/watchlists/nowhere")).await.0, 404);
+
+    // Subjects.
+    let subjects = "/v1/subjects";
+    let new = json!({ "watchlist": "wanted", "display_name": "Jane Roe", "external_ref": "A-1", "metadata": { "note": "x" } });
+    let (s, subject) = c.check("post", subjects, req(Method::POST, subjects).json(&new)).await;
+    assert_eq!(s, 201);
+    let id = subject["id"].as_i64().unwrap();
+    assert_eq!(c.check("post", subjects, req(Method::POST, subjects).json(&new)).await.0, 409);
+    let nowhere = json!({ "watchlist": "nowhere", "display_name": "x" });
+    assert_eq!(c.check("post", subjects, req(Method::POST, subjects).json(&nowhere)).await.0, 404);
+    assert_eq!(c.check("get", subjects, req(Method::GET, "/v1/subjects?q=jane")).await.0, 200);
+    assert_eq!(c.check("get", subjects, req(Method::GET, "/v1/subjects?page=x")).await.0, 400);
+    assert_eq!(c.check("get", subjects, req(Method::GET, "/v1/subjects?page=0")).await.0, 422);
+    assert_eq!(c.check("get", subjects, req(Method::GET, "/v1/subjects?watchlist=nowhere")).await.0, 404);
+    let subject_path = "/v1/subjects/{id}";
+    let this = format!("/v1/subjects/{id}");
+    assert_eq!(c.check("get", subject_path, req(Method::GET, &this)).await.0, 200);
+    assert_eq!(c.check("get", subject_path, req(Method::GET, "/v1/subjects/abc")).await.0, 400);
+    assert_eq!(c.check("get", subject_path, req(Method::GET, "/v1/subjects/999999")).await.0, 404);
+    let patch = json!({ "display_name": "Jane R. Roe", "external_ref": null });
+    assert_eq!(c.check("patch", subject_path, req(Method::PATCH, &this).json(&patch)).await.0, 200);
+    assert_eq!(c.check("patch", subject_path, req(Method::PATCH, "/v1/subjects/999999").json(&patch)).await.0, 404);
+    assert_eq!(c.check("patch", subject_path, req(Method::PATCH, &this).json(&json!({ "display_name": "" }))).await.0, 422);
+
+    // Enrolment and faces.
+    let faces = "/v1/subjects/{id}/faces";
+    let these = format!("/v1/subjects/{id}/faces");
+    let (s, report) = c.check("post", faces, req(Method::POST, &these).multipart(photo_form(&[("photo", &photo)]))).await;
+    assert_eq!(s, 201);
+    let template = report["results"][0]["template"]["id"].as_i64().unwrap();
+    assert_eq!(c.check("post", faces, req(Method::POST, &these).multipart(photo_form(&[("photo", &photo)]))).await.0, 409);
+    assert_eq!(c.check("post", faces, req(Method::POST, &these).multipart(photo_form(&[("photo", &blank)]))).await.0, 422);
+    let several = photo_form(&[("photo", &blank), ("photo2", &photo)]);
+    assert_eq!(c.check("post", faces, req(Method::POST, &these).multipart(several)).await.0, 422);
+    let mixed = photo_form(&[("photo", &blank), ("photo2", &other)]);
+    assert_eq!(c.check("post", faces, req(Method::POST, &these).multipart(mixed)).await.0, 201);
+    assert_eq!(c.check("post", faces, req(Method::POST, &these).body("x")).await.0, 415);
+    let empty = reqwest::multipart::Form::new().text("face", "0");
+    assert_eq!(c.check("post", faces, req(Method::POST, &these).multipart(empty)).await.0, 400);
+    let unknown = photo_form(&[("photo", &probe)]);
+    assert_eq!(c.check("post", faces, req(Method::POST, "/v1/subjects/999999/faces").multipart(unknown)).await.0, 404);
+    assert_eq!(c.check("get", faces, req(Method::GET, &these)).await.0, 200);
+    assert_eq!(c.check("get", faces, req(Method::GET, "/v1/subjects/999999/faces")).await.0, 404);
+    assert_eq!(c.check("get", faces, req(Method::GET, "/v1/subjects/x/faces")).await.0, 400);
+    let thumb = "/v1/subjects/{id}/faces/{template}/thumbnail";
+    assert_eq!(c.check("get", thumb, req(Method::GET, &format!("{these}/{template}/thumbnail"))).await.0, 200);
+    assert_eq!(c.check("get", thumb, req(Method::GET, &format!("{these}/999999/thumbnail"))).await.0, 404);
+    assert_eq!(c.check("get", thumb, req(Method::GET, &format!("{these}/x/thumbnail"))).await.0, 400);
+
+    // Search and verification.
+    let search = "/v1/search";
+    let form = photo_form(&[("photo", &probe)]).text("mode", "investigation").text("k", "3");
+    let (s, result) = c.check("post", search, req(Method::POST, search).multipart(form)).await;
+    assert_eq!(s, 200);
+    assert_eq!(result["faces"][0]["candidates"][0]["subject_id"], id);
+    let form = photo_form(&[("photo", &probe)]);
+    assert_eq!(c.check("post", search, req(Method::POST, search).multipart(form)).await.0, 200);
+    let stats: Value = req(Method::GET, "/v1/stats").send().await.unwrap().json().await.unwrap();
+    let dimension = stats["gallery"]["models"][0]["dimension"].as_u64().unwrap() as usize;
+    let mut embedding = vec![0.0f32; dimension];
+    embedding[0] = 1.0;
+    let by_embedding = json!({ "embedding": embedding, "mode": "investigation", "k": 2 });
+    assert_eq!(c.check("post", search, req(Method::POST, search).json(&by_embedding)).await.0, 200);
+    let wrong = json!({ "embedding": [0.1, 0.2] });
+    assert_eq!(c.check("post", search, req(Method::POST, search).json(&wrong)).await.0, 422);
+    assert_eq!(c.check("post", search, req(Method::POST, search).body("x").header("content-type", "text/plain")).await.0, 415);
+    let missing = reqwest::multipart::Form::new().text("mode", "investigation");
+    assert_eq!(c.check("post", search, req(Method::POST, search).multipart(missing)).await.0, 400);
+    let restricted = photo_form(&[("photo", &probe)]).text("watchlists", "nowhere");
+    assert_eq!(c.check("post", search, req(Method::POST, search).multipart(restricted)).await.0, 404);
+    let huge = scratch.path().join("huge.jpg");
+    std::fs::write(&huge, vec![0xFFu8; 5 << 20]).unwrap();
+    assert_eq!(c.check("post", search, req(Method::POST, search).multipart(photo_form(&[("photo", &huge)]))).await.0, 413);
+    let verify = "/v1/verify";
+    let pair = photo_form(&[("photo_a", &photo), ("photo_b", &probe)]);
+    assert_eq!(c.check("post", verify, req(Method::POST, verify).multipart(pair)).await.0, 200);
+    let against = photo_form(&[("photo", &probe)]).text("subject_id", id.to_string());
+    assert_eq!(c.check("post", verify, req(Method::POST, verify).multipart(against)).await.0, 200);
+    let alone = photo_form(&[("photo", &probe)]);
+    assert_eq!(c.check("post", verify, req(Method::POST, verify).multipart(alone)).await.0, 400);
+    let faceless = photo_form(&[("photo_a", &blank), ("photo_b", &probe)]);
+    assert_eq!(c.check("post", verify, req(Method::POST, verify).multipart(faceless)).await.0, 422);
+
+    // Audit.
+    assert_eq!(c.check("get", "/v1/audit", req(Method::GET, "/v1/audit?per_page=5")).await.0, 200);
+    assert_eq!(c.check("get", "/v1/audit", req(Method::GET, "/v1/audit?page=-1")).await.0, 400);
+    assert_eq!(c.check("get", "/v1/audit", req(Method::GET, "/v1/audit?per_page=0")).await.0, 422);
+    assert_eq!(c.check("get", "/v1/audit/verify", req(Method::GET, "/v1/audit/verify")).await.0, 200);
+    assert_eq!(c.check("get", "/v1/audit/verify", client.get(url("/v1/audit/verify")).header("x-facematch-role", "x")).await.0, 400);
+
+    // Deletions.
+    let face = "/v1/subjects/{id}/faces/{template}";
+    assert_eq!(c.check("delete", face, req(Method::DELETE, &format!("{these}/{template}"))).await.0, 200);
+    assert_eq!(c.check("delete", face, req(Method::DELETE, &format!("{these}/{template}"))).await.0, 404);
+    assert_eq!(c.check("delete", face, req(Method::DELETE, &format!("{these}/x"))).await.0, 400);
+    assert_eq!(c.check("delete", one, req(Method::DELETE, "/v1/watchlists/wanted")).await.0, 409);
+    assert_eq!(c.check("delete", subject_path, req(Method::DELETE, &this)).await.0, 200);
+    assert_eq!(c.check("delete", subject_path, req(Method::DELETE, &this)).await.0, 404);
+    assert_eq!(c.check("delete", subject_path, req(Method::DELETE, "/v1/subjects/x")).await.0, 400);
+    assert_eq!(c.check("delete", one, req(Method::DELETE, "/v1/watchlists/wanted")).await.0, 200);
+    assert_eq!(c.check("delete", one, req(Method::DELETE, "/v1/watchlists/wanted")).await.0, 404);
+
+    // The schemas have teeth: a search answer with a wrong type or a missing field does not validate.
+    let mut schema = c.document["paths"]["/v1/search"]["post"]["responses"]["200"]["content"]["application/json"]["schema"].clone();
+    schema["components"] = c.document["components"].clone();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let mut broken = result.clone();
+    broken["faces"][0]["candidates"][0]["fpir_extrapolated"] = json!("no");
+    assert!(!validator.is_valid(&broken), "a string where a boolean belongs must not validate");
+    broken.as_object_mut().unwrap().remove("search_id");
+    assert!(!validator.is_valid(&broken));
+    assert!(validator.is_valid(&result));
+
+    // Every documented operation was exercised, with a success and, where it documents any, a refusal.
+    for (path, operations) in c.document["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let seen = c.seen.get(&(method.clone(), path.clone())).unwrap_or_else(|| panic!("{method} {path} was never exercised"));
+            assert!(seen.iter().any(|s| *s < 300), "{method} {path}: no success exercised ({seen:?})");
+            let documents_errors = operation["responses"].as_object().unwrap().keys().any(|s| s.starts_with('4'));
+            assert!(!documents_errors || seen.iter().any(|s| *s >= 400), "{method} {path}: no refusal exercised ({seen:?})");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_methods_answer_with_the_error_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), ServerConfig::default());
+    let client = Client::new();
+    let r = client.get(server.url("/v1/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "route_not_found");
+    let r = client.put(server.url("/v1/stats")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "method_not_allowed");
+}
