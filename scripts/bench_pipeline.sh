@@ -13,7 +13,7 @@
 # enlarged at most --max-upscale times, default 2 as the service's `detection.max_upscale`, padded to a multiple of
 # 32), then align and embed one face (Python: the largest, Rust: the best score). The reference has no second look at
 # faces that are small in a large photo, so the Rust side runs with detection.refine_face_px = 0 (the product's
-# default refines such faces: one more small inference each; see src/detect.rs).
+# default refines such faces: one more small inference each; see src/detect/passes.rs).
 #
 # Usage: scripts/bench_pipeline.sh [--rounds N] [--repeat R] [--detector ID] [--recognizers "ID ..."] [--out DIR]
 #                                  [--lfw-limit N] [--python-detector FILE] [--max-upscale X]

@@ -266,6 +266,14 @@ fn every_changing_cli_command_leaves_exactly_one_audit_entry_per_change() {
     assert!(refused[0]["photo"].as_str().unwrap().ends_with("blank.png"));
     assert_eq!(refused[0]["code"], "no_face_detected");
 
+    // A search from the command line is a use, audited like one from a checkpoint or an investigator.
+    let probe = common::deepface().join("id05/img57.jpg");
+    let (ok, result, entries) =
+        cli_audited(dir, &["search", probe.to_str().unwrap(), "--mode", "investigation", "--k", "3"]);
+    assert!(ok, "{result}");
+    assert_one(&entries, "search", "investigator", None);
+    assert_eq!(entries[0]["id"], result["search_id"], "the answer names its audit entry");
+
     // Enrolling into a watchlist that does not exist creates it, audited.
     let (_, _, entries) = cli_audited(dir, &["enroll", "--watchlist", "missing", &folder_arg]);
     assert_eq!(entries[0]["action"], "create_watchlist", "{entries:?}");
