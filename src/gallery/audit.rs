@@ -107,8 +107,9 @@ pub fn hash_row(prev_hash: &str, fields: &ChainFields<'_>) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// Rejects entries that are empty where they must not be, or large enough to smuggle biometric data.
-pub fn validate_entry(entry: &AuditEntry) -> Result<(), GalleryError> {
+/// Rejects entries that are empty where they must not be, or large enough to smuggle biometric data; returns the
+/// details' canonical text, which is what a store keeps and hashes, so it is rendered once.
+pub fn validate_entry(entry: &AuditEntry) -> Result<String, GalleryError> {
     let required = [
         ("actor", &entry.actor),
         ("role", &entry.role),
@@ -133,14 +134,15 @@ pub fn validate_entry(entry: &AuditEntry) -> Result<(), GalleryError> {
             ));
         }
     }
-    let details_len = canonical_json(&entry.details).len();
+    let details_json = canonical_json(&entry.details);
+    let details_len = details_json.len();
     if details_len > MAX_DETAILS_BYTES {
         return Err(GalleryError::invalid(
             InvalidKind::AuditEntry,
             format!("audit details are {details_len} bytes, limit {MAX_DETAILS_BYTES} (no embeddings or photos)"),
         ));
     }
-    Ok(())
+    Ok(details_json)
 }
 
 /// Walks rows in id order and names the first one whose link or hash does not hold.

@@ -194,8 +194,7 @@ pub(super) fn ids_as_json(ids: &[i64]) -> String {
 /// with the change it records. The writer lock is held, so nobody can append between reading the head and linking
 /// to it.
 pub(super) fn append_audit_in(tx: &Transaction<'_>, entry: AuditEntry) -> Result<i64, GalleryError> {
-    audit::validate_entry(&entry)?;
-    let details_json = audit::canonical_json(&entry.details);
+    let details_json = audit::validate_entry(&entry)?;
     let at = now_rfc3339();
     let prev_hash: String = tx
         .prepare_cached("SELECT hash FROM audit ORDER BY id DESC LIMIT 1")
