@@ -898,13 +898,13 @@ pub fn synthetic_watchlist(i: usize) -> String {
 }
 
 /// The audit entry of one seeding change: the service acting for the benchmark, never a person.
-fn seed_entry(action: &str, target: String, plan: &SeedPlan) -> AuditEntry {
+fn seed_entry(action: &str, target: Option<String>, plan: &SeedPlan) -> AuditEntry {
     AuditEntry {
         actor: "facematch".into(),
         role: "system".into(),
         action: action.into(),
         purpose: Some("benchmark gallery".into()),
-        target: Some(target),
+        target,
         details: serde_json::json!({ "seed": plan.seed, "model_id": plan.model_id }),
     }
 }
@@ -930,7 +930,7 @@ pub fn seed_gallery(store: &dyn GalleryStore, plan: &SeedPlan, progress: &dyn Fn
                     alert_fpir: plan.alert_fpir,
                 };
                 let created = store
-                    .create_watchlist(new, &|w| seed_entry("create_watchlist", format!("watchlist/{}", w.name), plan))
+                    .create_watchlist(new, &|w| seed_entry("create_watchlist", Some(format!("watchlist/{}", w.name)), plan))
                     .map_err(SeedError::Gallery)?;
                 labels.push(created.name);
             }
@@ -960,7 +960,7 @@ pub fn seed_gallery(store: &dyn GalleryStore, plan: &SeedPlan, progress: &dyn Fn
                         metadata: serde_json::json!({ "synthetic": true, "seed": plan.seed }),
                     };
                     let created = store
-                        .create_subject(new, &|s| seed_entry("create_subject", format!("subject/{}", s.id), plan))
+                        .create_subject(new, &|s| seed_entry("create_subject", Some(format!("subject/{}", s.id)), plan))
                         .map_err(SeedError::Gallery)?;
                     subject_seconds += t.elapsed().as_secs_f64();
                     subjects += 1;
@@ -984,8 +984,7 @@ pub fn seed_gallery(store: &dyn GalleryStore, plan: &SeedPlan, progress: &dyn Fn
         let t = Instant::now();
         store
             .add_templates(batch, &|added| {
-                let mut entry = seed_entry("seed_synthetic", String::new(), plan);
-                entry.target = None;
+                let mut entry = seed_entry("seed_synthetic", None, plan);
                 entry.details["templates"] = added.len().into();
                 entry
             })

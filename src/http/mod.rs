@@ -74,11 +74,6 @@ impl AppState {
     }
 }
 
-/// The OpenAPI document of every route [`app`] serves, derived from the handlers and their types.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes::routes().1
-}
-
 /// The router.
 pub fn app(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
