@@ -10,6 +10,6 @@ bash scripts/setup.sh
 .venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/requirements-verify.txt
 pinned="$(sed -n 's/^sha256 = "\([0-9a-f]*\)"/\1/p' models/face-reid-retail-0095.toml)"
 .venv/bin/python scripts/verify_openvino_conversion.py --expect-sha256 "$pinned"
-# The lab (evaluation harness, load generator, benchmarks) is built too, so its tests run; never --all-features,
-# which would turn on `cuda`.
-cargo test --locked --features lab --all-targets "$@"
+# The lab (evaluation harness, load generator, benchmarks) and HTTPS (`tls`) are built too, so their tests run;
+# never --all-features, which would turn on `cuda`.
+cargo test --locked --features lab,tls --all-targets "$@"

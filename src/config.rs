@@ -47,6 +47,7 @@ pub struct Config {
     pub quality: QualityPolicy,
     pub server: crate::http::ServerConfig,
     pub gallery: crate::service::GalleryConfig,
+    pub access: crate::service::AccessConfig,
 }
 
 impl Config {

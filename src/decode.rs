@@ -1,7 +1,12 @@
 //! Photo decoding: format sniffing, size limits checked from the header before the pixels are decoded
-//! (decompression bombs), EXIF orientation, and conversion of every colour type to 8-bit RGB.
+//! (decompression bombs), a memory budget shared by concurrent decodes, EXIF orientation, and conversion of every
+//! colour type to 8-bit RGB.
 
 use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use serde::{Deserialize, Serialize};
@@ -21,6 +26,12 @@ pub enum DecodeError {
     TooManyPixels { width: u32, height: u32, pixels: u64, limit: u64 },
     #[error("photo is {width}x{height}, too small to hold a face")]
     TooSmall { width: u32, height: u32 },
+    #[error("photo is {width}x{height}: decoding it takes {bytes} bytes, over the decode budget of {budget}")]
+    OverBudget { width: u32, height: u32, bytes: u64, budget: u64 },
+    #[error("photo decoding is busy: other photos hold the decode budget; retry shortly")]
+    Busy,
+    #[error("photo is cut short ({format:?} without its end marker)")]
+    Truncated { format: ImageFormat },
     #[error("photo cannot be decoded ({format:?})")]
     Corrupt {
         format: ImageFormat,
@@ -36,14 +47,18 @@ impl DecodeError {
             DecodeError::Empty => "empty_photo",
             DecodeError::TooManyBytes { .. } => "photo_too_large",
             DecodeError::UnsupportedFormat => "unsupported_format",
-            DecodeError::DimensionTooLarge { .. } | DecodeError::TooManyPixels { .. } => "photo_too_many_pixels",
+            DecodeError::DimensionTooLarge { .. } | DecodeError::TooManyPixels { .. } | DecodeError::OverBudget { .. } => {
+                "photo_too_many_pixels"
+            }
+            DecodeError::Busy => "overloaded",
             DecodeError::TooSmall { .. } => "photo_too_small",
-            DecodeError::Corrupt { .. } => "corrupt_photo",
+            DecodeError::Truncated { .. } | DecodeError::Corrupt { .. } => "corrupt_photo",
         }
     }
 }
 
-/// Limits applied before decoding. Defaults: 25 MiB, 12,000 px per side, 80 megapixels, at least 32 px per side.
+/// Limits applied before decoding. Defaults: 25 MiB, 12,000 px per side, 80 megapixels, at least 32 px per side,
+/// 512 MiB of decoded pixels across concurrent decodes.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DecodeLimits {
@@ -55,11 +70,65 @@ pub struct DecodeLimits {
     pub max_pixels: u64,
     /// Smallest accepted width or height (default 32).
     pub min_dimension: u32,
+    /// Bytes of decoded pixels all photos being analysed may hold together (default 512 MiB). A photo's share is
+    /// its pixel count times the bytes per pixel of its decoded buffer plus its RGB copy; a photo whose share alone
+    /// is larger is refused, others wait for room (see [`DecodeBudget`]).
+    pub budget_bytes: u64,
 }
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { max_bytes: 25 << 20, max_dimension: 12_000, max_pixels: 80_000_000, min_dimension: 32 }
+        DecodeLimits { max_bytes: 25 << 20, max_dimension: 12_000, max_pixels: 80_000_000, min_dimension: 32, budget_bytes: 512 << 20 }
+    }
+}
+
+/// How long a decode waits for its share of the budget before the request is refused as busy.
+const BUDGET_WAIT: Duration = Duration::from_secs(30);
+
+/// Bytes of decoded pixels shared by every decode of a pipeline, so that many small files that each declare tens of
+/// megapixels (a 35-byte GIF, a 10 KB PNG) cannot together take gigabytes: each waits for its share. A photo keeps
+/// its share until it is dropped, that is for its whole analysis.
+#[derive(Debug)]
+pub struct DecodeBudget {
+    total: u64,
+    used: Mutex<u64>,
+    freed: Condvar,
+}
+
+impl DecodeBudget {
+    pub fn new(total: u64) -> Arc<DecodeBudget> {
+        Arc::new(DecodeBudget { total: total.max(1), used: Mutex::new(0), freed: Condvar::new() })
+    }
+
+    /// Bytes held now.
+    pub fn in_use(&self) -> u64 {
+        *self.used.lock()
+    }
+
+    fn acquire(self: &Arc<Self>, bytes: u64, wait: Duration) -> Option<BudgetShare> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut used = self.used.lock();
+        while *used + bytes > self.total {
+            if self.freed.wait_until(&mut used, deadline).timed_out() && *used + bytes > self.total {
+                return None;
+            }
+        }
+        *used += bytes;
+        Some(BudgetShare { budget: self.clone(), bytes })
+    }
+}
+
+/// A photo's share of the decode budget, given back when the photo is dropped.
+#[derive(Debug)]
+pub struct BudgetShare {
+    budget: Arc<DecodeBudget>,
+    bytes: u64,
+}
+
+impl Drop for BudgetShare {
+    fn drop(&mut self) {
+        *self.budget.used.lock() -= self.bytes;
+        self.budget.freed.notify_all();
     }
 }
 
@@ -69,6 +138,8 @@ pub struct Photo {
     pub image: RgbImage,
     pub format: ImageFormat,
     pub sha256: String,
+    /// Its share of the decode budget, when decoded within one.
+    pub share: Option<Arc<BudgetShare>>,
 }
 
 impl Photo {
@@ -80,8 +151,13 @@ impl Photo {
     }
 }
 
-/// Decodes a photo from its encoded bytes.
+/// Decodes a photo from its encoded bytes, outside any budget (tools, tests, benchmarks).
 pub fn decode_photo(bytes: &[u8], limits: &DecodeLimits) -> Result<Photo, DecodeError> {
+    decode_photo_within(bytes, limits, None)
+}
+
+/// Decodes a photo, first taking its share of `budget` (the service's decodes).
+pub fn decode_photo_within(bytes: &[u8], limits: &DecodeLimits, budget: Option<&Arc<DecodeBudget>>) -> Result<Photo, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -95,14 +171,19 @@ pub fn decode_photo(bytes: &[u8], limits: &DecodeLimits) -> Result<Photo, Decode
     ) {
         return Err(DecodeError::UnsupportedFormat);
     }
+    // JPEG decoders fill a cut-off scan with grey and call it a photo; a search of half a face is not one.
+    if format == ImageFormat::Jpeg && !bytes.windows(2).any(|w| w == [0xFF, 0xD9]) {
+        return Err(DecodeError::Truncated { format });
+    }
     let corrupt = |source| DecodeError::Corrupt { format, source };
     let reader = || {
         let mut r = ImageReader::with_format(Cursor::new(bytes), format);
         let mut l = image::Limits::default();
         l.max_image_width = Some(limits.max_dimension);
         l.max_image_height = Some(limits.max_dimension);
-        // RGBA at 16 bits is the widest buffer a decoder builds; anything beyond that is not a photo we accept.
-        l.max_alloc = Some(limits.max_pixels.saturating_mul(8));
+        // RGBA at 16 bits is the widest buffer a decoder builds; anything beyond that, or beyond the whole budget,
+        // is not a photo we accept.
+        l.max_alloc = Some(limits.max_pixels.saturating_mul(8).min(limits.budget_bytes.max(1 << 20)));
         r.limits(l);
         r
     };
@@ -114,6 +195,17 @@ pub fn decode_photo(bytes: &[u8], limits: &DecodeLimits) -> Result<Photo, Decode
     let (width, height) = decoder.dimensions();
     check_size(width, height, limits)?;
     let orientation = decoder.orientation().map_err(corrupt)?;
+    // The decoder's own buffer, its turned copy when EXIF says to turn it, and the RGB copy made from that: the
+    // most this photo holds at once.
+    let turned = u64::from(orientation != image::metadata::Orientation::NoTransforms);
+    let cost = width as u64 * height as u64 * (decoder.color_type().bytes_per_pixel() as u64 * (1 + turned) + 3);
+    if cost > limits.budget_bytes {
+        return Err(DecodeError::OverBudget { width, height, bytes: cost, budget: limits.budget_bytes });
+    }
+    let share = match budget {
+        Some(budget) => Some(Arc::new(budget.acquire(cost, BUDGET_WAIT).ok_or(DecodeError::Busy)?)),
+        None => None,
+    };
     let mut image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     image.apply_orientation(orientation);
     let image = match image {
@@ -121,7 +213,7 @@ pub fn decode_photo(bytes: &[u8], limits: &DecodeLimits) -> Result<Photo, Decode
         DynamicImage::ImageLuma8(gray) => gray_to_rgb(&gray),
         other => other.to_rgb8(),
     };
-    Ok(Photo { image, format, sha256: sha256_hex(bytes) })
+    Ok(Photo { image, format, sha256: sha256_hex(bytes), share })
 }
 
 /// Lower-case hex sha256 of photo bytes: how photos are named in the gallery and the audit trail.
@@ -280,6 +372,30 @@ mod tests {
         let png = encode(&DynamicImage::ImageRgb8(card()), ImageFormat::Png);
         let cut = &png[..png.len() / 2];
         assert_eq!(decode_photo(cut, &DecodeLimits::default()).unwrap_err().code(), "corrupt_photo");
+        // A JPEG cut in its scan decodes to grey without complaint; it is refused for its missing end marker.
+        let jpeg = encode(&DynamicImage::ImageRgb8(card()), ImageFormat::Jpeg);
+        assert!(decode_photo(&jpeg, &DecodeLimits::default()).is_ok());
+        let cut = decode_photo(&jpeg[..jpeg.len() / 2], &DecodeLimits::default()).unwrap_err();
+        assert!(matches!(cut, DecodeError::Truncated { format: ImageFormat::Jpeg }), "{cut}");
+    }
+
+    #[test]
+    fn a_photo_holds_its_share_of_the_budget_until_dropped() {
+        let png = encode(&DynamicImage::ImageRgb8(card()), ImageFormat::Png);
+        // 64x48 RGB: 3 bytes decoded + 3 for the copy.
+        let cost = 64 * 48 * 6;
+        let budget = DecodeBudget::new(cost + 10);
+        let limits = DecodeLimits::default();
+        let first = decode_photo_within(&png, &limits, Some(&budget)).unwrap();
+        assert_eq!(budget.in_use(), cost);
+        assert!(budget.acquire(cost, Duration::from_millis(10)).is_none(), "no room for a second photo");
+        drop(first);
+        assert_eq!(budget.in_use(), 0);
+        let second = decode_photo_within(&png, &limits, Some(&budget)).unwrap();
+        assert_eq!(budget.in_use(), cost);
+        drop(second);
+        let small = DecodeLimits { budget_bytes: cost - 1, ..limits };
+        assert!(matches!(decode_photo(&png, &small), Err(DecodeError::OverBudget { bytes, .. }) if bytes == cost));
     }
 
     #[test]

@@ -381,6 +381,10 @@ pub struct LoadPlan {
     /// Untimed requests sent one at a time before the first level (warms caches and connections).
     pub warmup: usize,
     pub request_timeout: Duration,
+    /// The API key searches are sent with (a checkpoint key, or an investigator's for investigation mode).
+    pub api_key: Option<String>,
+    /// The key `/metrics` is read with (an admin key), unless the server has `access.open_metrics`.
+    pub metrics_key: Option<String>,
 }
 
 impl LoadPlan {
@@ -500,7 +504,15 @@ pub fn run_load(plan: &LoadPlan, progress: &ProgressBar) -> Result<LoadOutcome, 
 
 async fn run_load_async(plan: &LoadPlan, base: reqwest::Url, progress: &ProgressBar) -> Result<LoadOutcome, LoadError> {
     let max_concurrency = plan.concurrency.iter().copied().max().unwrap_or(1);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-facematch-purpose", reqwest::header::HeaderValue::from_static("load benchmark"));
+    if let Some(key) = &plan.api_key {
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| LoadError::InvalidPlan { problem: "the api key is not a valid header value".into() })?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .no_proxy()
         .tcp_nodelay(true)
         .timeout(plan.request_timeout)
@@ -512,7 +524,7 @@ async fn run_load_async(plan: &LoadPlan, base: reqwest::Url, progress: &Progress
     };
     let (search_url, metrics_url, ready_url) = (join("v1/search")?, join("metrics")?, join("readyz")?);
 
-    let ready = get_text(&client, &ready_url).await?;
+    let ready = get_text(&client, &ready_url, None).await?;
     let ready: serde_json::Value =
         serde_json::from_str(&ready).map_err(|source| LoadError::Body { url: ready_url.to_string(), source })?;
     let model_id = ready["model"].as_str().map(String::from);
@@ -531,10 +543,10 @@ async fn run_load_async(plan: &LoadPlan, base: reqwest::Url, progress: &Progress
     let mut gallery_templates = None;
     for &concurrency in &plan.concurrency {
         progress.set_message(format!("concurrency {concurrency}"));
-        let before = scrape(&client, &metrics_url).await?;
+        let before = scrape(&client, &metrics_url, plan.metrics_key.as_deref()).await?;
         gallery_templates = gallery_templates.or(before.gallery_templates.map(|g| g as u64));
         let mut level = run_level(&client, &search_url, plan, concurrency, progress).await?;
-        let after = scrape(&client, &metrics_url).await?;
+        let after = scrape(&client, &metrics_url, plan.metrics_key.as_deref()).await?;
         level.server = after.since(&before);
         levels.push(level);
     }
@@ -550,9 +562,12 @@ async fn run_load_async(plan: &LoadPlan, base: reqwest::Url, progress: &Progress
     })
 }
 
-async fn get_text(client: &reqwest::Client, url: &reqwest::Url) -> Result<String, LoadError> {
-    let response = client
-        .get(url.clone())
+async fn get_text(client: &reqwest::Client, url: &reqwest::Url, key: Option<&str>) -> Result<String, LoadError> {
+    let mut request = client.get(url.clone());
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request
         .send()
         .await
         .map_err(|source| LoadError::Request { url: url.to_string(), source })?;
@@ -563,8 +578,8 @@ async fn get_text(client: &reqwest::Client, url: &reqwest::Url) -> Result<String
     response.text().await.map_err(|source| LoadError::Request { url: url.to_string(), source })
 }
 
-async fn scrape(client: &reqwest::Client, url: &reqwest::Url) -> Result<MetricsSnapshot, LoadError> {
-    let text = get_text(client, url).await?;
+async fn scrape(client: &reqwest::Client, url: &reqwest::Url, key: Option<&str>) -> Result<MetricsSnapshot, LoadError> {
+    let text = get_text(client, url, key).await?;
     let samples = parse_metrics_text(&text).map_err(|source| LoadError::Metrics { url: url.to_string(), source })?;
     Ok(MetricsSnapshot::from_samples(&samples))
 }
@@ -704,9 +719,6 @@ async fn send_search(
     }
     let sent = client
         .post(url.clone())
-        .header("x-facematch-actor", "facematch-loadgen")
-        .header("x-facematch-role", "checkpoint")
-        .header("x-facematch-purpose", "load benchmark")
         .multipart(form)
         .send()
         .await;
@@ -925,6 +937,7 @@ pub fn seed_gallery(store: &dyn GalleryStore, plan: &SeedPlan, progress: &dyn Fn
             Ok(w) => labels.push(w.name),
             Err(GalleryError::NotFound { .. }) => {
                 let new = NewWatchlist {
+                    retention_days: None,
                     name,
                     description: "synthetic templates for benchmarks (facematch bench seed)".into(),
                     alert_fpir: plan.alert_fpir,
@@ -1160,6 +1173,12 @@ pub struct HttpBenchArgs {
     /// Write the report (JSON, Markdown, HTML), the per-level figures (levels.json) and latency histograms here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// API key for the searches: checkpoint (identification) or investigator (investigation).
+    #[arg(long, env = "FACEMATCH_API_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// API key for `/metrics` (admin), unless the server has `access.open_metrics = true`.
+    #[arg(long, env = "FACEMATCH_METRICS_KEY", hide_env_values = true)]
+    pub metrics_key: Option<String>,
 }
 
 /// `facematch bench seed`.
@@ -1236,6 +1255,8 @@ pub fn run_http_bench_cli(config: &Config, args: &HttpBenchArgs) -> anyhow::Resu
         k: args.k,
         warmup: args.warmup,
         request_timeout: Duration::from_secs_f64(args.timeout_s),
+        api_key: args.key.clone(),
+        metrics_key: args.metrics_key.clone(),
     };
     let bar = progress_bar((plan.requests * plan.concurrency.len()) as u64, "requests");
     let outcome = run_load(&plan, &bar);

@@ -4,13 +4,14 @@
 //! recognizer's manifest, so a crop is made for the model that embeds it. The pipeline reads only its own
 //! configuration sections ([`PipelineConfig`]), never the whole service configuration.
 
+use std::sync::Arc;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::align::{align_face, AlignError, AlignedFace};
-use crate::decode::{decode_photo, DecodeError, DecodeLimits, Photo};
+use crate::decode::{decode_photo_within, DecodeBudget, DecodeError, DecodeLimits, Photo};
 use crate::detect::{subject_index, DetectError, DetectionConfig, Detection, Detector, DetectorLoadError};
 use crate::embed::{EmbedError, Embedding, Recognizer};
 use crate::manifest::{AlignmentSpec, ManifestError, ModelManifest};
@@ -149,6 +150,8 @@ pub struct Analysis {
     pub height: u32,
     pub photo_sha256: String,
     pub faces: Vec<AnalyzedFace>,
+    /// Faces the detector found: more than `faces.len()` when `max_faces` kept only the largest.
+    pub faces_detected: usize,
     pub timings: StageTimings,
 }
 
@@ -165,7 +168,7 @@ impl Analysis {
 pub struct AnalyzeOptions {
     /// Smallest face to look for, photo pixels (None: the configured default).
     pub min_face_px: Option<f32>,
-    /// Keep at most this many faces, best first (None: all).
+    /// Keep at most this many faces, the largest (None: all).
     pub max_faces: Option<usize>,
 }
 
@@ -176,6 +179,7 @@ pub struct FacePipeline {
     recognizer: Recognizer,
     alignment: AlignmentSpec,
     limits: DecodeLimits,
+    budget: Arc<DecodeBudget>,
     models_dir: PathBuf,
 }
 
@@ -196,7 +200,8 @@ impl FacePipeline {
             path: models_dir.join(format!("{}.toml", config.models.recognizer)),
             problem: "a recognizer needs an [alignment] table".into(),
         })?;
-        Ok(FacePipeline { runtime, detector, recognizer, alignment, limits: config.limits, models_dir })
+        let budget = DecodeBudget::new(config.limits.budget_bytes);
+        Ok(FacePipeline { runtime, detector, recognizer, alignment, limits: config.limits, budget, models_dir })
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -216,7 +221,7 @@ impl FacePipeline {
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<Photo, DecodeError> {
-        decode_photo(bytes, &self.limits)
+        decode_photo_within(bytes, &self.limits, Some(&self.budget))
     }
 
     /// Decodes and analyses photo bytes.
@@ -235,8 +240,12 @@ impl FacePipeline {
         let start = Instant::now();
         let min_face = options.min_face_px.unwrap_or(self.detector.config().min_face_px);
         let mut detections = self.detector.detect_with(&photo.image, min_face)?;
-        if let Some(max) = options.max_faces {
+        let faces_detected = detections.len();
+        if let Some(max) = options.max_faces.filter(|&max| detections.len() > max) {
+            // The largest faces are the ones a reviewer can judge; among them, best score first again.
+            detections.sort_by(|a, b| (b.bbox.width * b.bbox.height).total_cmp(&(a.bbox.width * a.bbox.height)));
             detections.truncate(max);
+            detections.sort_by(|a, b| b.score.total_cmp(&a.score));
         }
         timings.detect_ms = ms_since(start);
 
@@ -260,7 +269,14 @@ impl FacePipeline {
             .zip(embeddings)
             .map(|(((detection, quality), aligned), embedding)| AnalyzedFace { detection, quality, aligned, embedding })
             .collect();
-        Ok(Analysis { width: photo.width(), height: photo.height(), photo_sha256: photo.sha256.clone(), faces, timings })
+        Ok(Analysis {
+            width: photo.width(),
+            height: photo.height(),
+            photo_sha256: photo.sha256.clone(),
+            faces,
+            faces_detected,
+            timings,
+        })
     }
 }
 

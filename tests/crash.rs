@@ -3,77 +3,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
+
+use common::process::{refused_start, serve_command, spawn_server};
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-
-struct ServerProcess {
-    child: Child,
-    base: String,
-    /// The server's log lines after the one that named its address.
-    log: std::sync::mpsc::Receiver<String>,
-}
-
-/// `facematch serve` on port 0 over `data_dir`, its log on a pipe.
-fn serve_command(data_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_facematch"));
-    command
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("FACEMATCH_RUNTIME__SESSIONS", "2")
-        .env("FACEMATCH_LOG", "facematch=debug")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    command
-}
-
-/// Starts `facematch serve` on port 0 and reads the bound address from its log.
-fn spawn_server(data_dir: &Path) -> ServerProcess {
-    let mut child = serve_command(data_dir).spawn().expect("server binary starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (log_tx, log) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let line = strip_ansi(&line);
-            if sent {
-                let _ = log_tx.send(line);
-            } else if line.contains("listening") {
-                if let Some(addr) = line.split("address=").nth(1) {
-                    let addr: String = addr.chars().take_while(|c| !c.is_whitespace()).collect();
-                    let _ = tx.send(addr);
-                    sent = true;
-                }
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(120)).expect("server logs its address");
-    ServerProcess { child, base: format!("http://{addr}"), log }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 fn all_photos() -> Vec<PathBuf> {
     let mut v = Vec::new();
@@ -83,8 +20,21 @@ fn all_photos() -> Vec<PathBuf> {
     v
 }
 
-async fn setup_subject(client: &Client, base: &str) -> i64 {
-    let r = client.post(format!("{base}/v1/watchlists")).json(&json!({ "name": "wanted", "alert_fpir": 0.01 })).send().await.unwrap();
+/// Clients with the data directory's first keys.
+struct Callers {
+    admin: Client,
+    enroller: Client,
+    auditor: Client,
+}
+
+fn callers(data_dir: &Path) -> Callers {
+    let client = |role| common::client_with(&common::cli_key(data_dir, role));
+    Callers { admin: client("admin"), enroller: client("enroller"), auditor: client("auditor") }
+}
+
+async fn setup_subject(callers: &Callers, base: &str) -> i64 {
+    let client = &callers.enroller;
+    let r = callers.admin.post(format!("{base}/v1/watchlists")).json(&json!({ "name": "wanted", "alert_fpir": 0.01 })).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let r = client
         .post(format!("{base}/v1/subjects"))
@@ -109,9 +59,10 @@ async fn enrolled_templates(client: &Client, base: &str, subject: i64) -> Vec<i6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_enrollment_loses_no_acknowledged_template() {
     let dir = tempfile::tempdir().unwrap();
+    let callers = callers(dir.path());
     let mut server = spawn_server(dir.path());
-    let client = Client::new();
-    let subject = setup_subject(&client, &server.base).await;
+    let client = callers.enroller.clone();
+    let subject = setup_subject(&callers, &server.base).await;
 
     // Enroll concurrently from two tasks; kill the server once several were acknowledged, while others are in flight.
     let photos = all_photos();
@@ -154,7 +105,7 @@ async fn kill_9_mid_enrollment_loses_no_acknowledged_template() {
     assert_eq!(ready["index"]["stats"]["live"].as_u64().unwrap() as usize, stored.len(), "{ready}");
     assert_eq!(ready["index"]["origin"], "rebuilt");
     // The audit trail's hash chain is intact after the crash.
-    let audit: Value = client.get(format!("{}/v1/audit/verify", server.base)).send().await.unwrap().json().await.unwrap();
+    let audit: Value = callers.auditor.get(format!("{}/v1/audit/verify", server.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(audit["status"], "intact", "{audit}");
     server.child.kill().unwrap();
     server.child.wait().unwrap();
@@ -189,9 +140,10 @@ fn models_with_the_recognizer_changed(dir: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_model_set_up_is_refused_and_its_gallery_kept() {
     let dir = tempfile::tempdir().unwrap();
+    let callers = callers(dir.path());
     let mut server = spawn_server(dir.path());
-    let client = Client::new();
-    let subject = setup_subject(&client, &server.base).await;
+    let client = callers.enroller.clone();
+    let subject = setup_subject(&callers, &server.base).await;
     let photo = &all_photos()[0];
     assert_eq!(enroll_face(&client, &server.base, subject, photo).await.unwrap().status(), StatusCode::CREATED);
     server.child.kill().unwrap();
@@ -200,21 +152,9 @@ async fn a_changed_model_set_up_is_refused_and_its_gallery_kept() {
     // Same model id, templates of another kind: the service must not start and mix them with the enrolled one.
     let models = tempfile::tempdir().unwrap();
     models_with_the_recognizer_changed(models.path());
-    let mut refused = serve_command(dir.path()).env("FACEMATCH_MODELS__DIR", models.path()).spawn().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = refused.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            refused.kill().unwrap();
-            panic!("the service started on a gallery whose templates another set-up of its model made");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success());
+    let mut refused = serve_command(dir.path());
+    refused.env("FACEMATCH_MODELS__DIR", models.path());
+    let stderr = refused_start(refused);
     assert!(stderr.contains("another set-up of this model"), "{stderr}");
 
     // The original set-up still starts, with the enrolled template.
@@ -227,9 +167,10 @@ async fn a_changed_model_set_up_is_refused_and_its_gallery_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_request_in_flight_and_saves_the_index() {
     let dir = tempfile::tempdir().unwrap();
+    let callers = callers(dir.path());
     let mut server = spawn_server(dir.path());
-    let client = Client::new();
-    let subject = setup_subject(&client, &server.base).await;
+    let client = callers.enroller.clone();
+    let subject = setup_subject(&callers, &server.base).await;
     let photo = common::deepface().join("id09/img40.jpg");
     let in_flight = {
         let (client, base, photo) = (client.clone(), server.base.clone(), photo.clone());

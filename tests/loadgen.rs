@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::TestServer;
 use facematch::gallery::SqliteStore;
 use facematch::http::ServerConfig;
+use facematch::service::Role;
 use facematch::loadgen::{load_report, run_load, seed_gallery, LoadPlan, ProbeMode, ProbePhoto, SeedPlan};
 use indicatif::ProgressBar;
 
@@ -46,6 +47,8 @@ fn load_generator_counts_agree_with_the_server() {
         k: Some(5),
         warmup: 1,
         request_timeout: Duration::from_secs(120),
+        api_key: Some(test_server.key(Role::Investigator).to_owned()),
+        metrics_key: Some(test_server.key(Role::Admin).to_owned()),
     };
     let outcome = run_load(&plan, &ProgressBar::hidden()).unwrap();
     assert_eq!(outcome.model_id.as_deref(), Some(MODEL));

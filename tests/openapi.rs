@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::{photo_form, TestServer};
 use facematch::http::ServerConfig;
+use facematch::service::Role;
 use reqwest::{Client, Method, RequestBuilder};
 use serde_json::{json, Value};
 
@@ -58,8 +59,10 @@ async fn every_answer_of_every_route_matches_the_served_document() {
     let mut c = Checker { document, seen: BTreeMap::new() };
     let url = |p: &str| server.url(p);
     let req = |method: Method, p: &str| {
-        client.request(method, url(p)).header("x-facematch-actor", "openapi-test").header("x-facematch-role", "admin")
+        let role = common::role_for(&method, p);
+        client.request(method, url(p)).bearer_auth(server.key(role)).header("x-facematch-purpose", "openapi test")
     };
+    let as_role = |role: Role, method: Method, p: &str| client.request(method, url(p)).bearer_auth(server.key(role));
     let photo = common::deepface().join("id05/img14.jpg");
     let probe = common::deepface().join("id05/img15.jpg");
     let other = common::deepface().join("id08/img34.jpg");
@@ -72,22 +75,39 @@ async fn every_answer_of_every_route_matches_the_served_document() {
     c.check("get", "/readyz", req(Method::GET, "/readyz")).await;
     c.check("get", "/metrics", req(Method::GET, "/metrics")).await;
     c.check("get", "/v1/openapi.json", req(Method::GET, "/v1/openapi.json")).await;
+    {
+        // A site that closes the document: it needs a key like everything else.
+        let closed_dir = tempfile::tempdir().unwrap();
+        let gallery = facematch::service::GalleryConfig { data_dir: closed_dir.path().to_path_buf(), ..Default::default() };
+        let access = facematch::service::AccessConfig { open_openapi: false, ..common::test_access() };
+        let closed = TestServer::start_with_access(gallery, ServerConfig::default(), access);
+        assert_eq!(c.check("get", "/v1/openapi.json", client.get(closed.url("/v1/openapi.json"))).await.0, 401);
+        let with_key = client.get(closed.url("/v1/openapi.json")).bearer_auth(closed.key(Role::Checkpoint));
+        assert_eq!(c.check("get", "/v1/openapi.json", with_key).await.0, 200);
+    }
     c.check("get", "/v1/stats", req(Method::GET, "/v1/stats")).await;
-    c.check("get", "/v1/stats", client.get(url("/v1/stats")).header("x-facematch-role", "root")).await;
+    assert_eq!(c.check("get", "/v1/stats", client.get(url("/v1/stats"))).await.0, 401);
+    assert_eq!(c.check("get", "/metrics", as_role(Role::Checkpoint, Method::GET, "/metrics")).await.0, 403);
 
     // Watchlists.
     let wl = "/v1/watchlists";
     let (s, _) = c.check("post", wl, req(Method::POST, wl).json(&json!({ "name": "wanted", "alert_fpir": 0.01 }))).await;
     assert_eq!(s, 201);
     assert_eq!(c.check("post", wl, req(Method::POST, wl).json(&json!({ "name": "wanted" }))).await.0, 409);
-    assert_eq!(c.check("post", wl, req(Method::POST, wl).body("{nope")).await.0, 400);
+    assert_eq!(c.check("post", wl, req(Method::POST, wl).header("content-type", "application/json").body("{nope")).await.0, 400);
+    assert_eq!(c.check("post", wl, req(Method::POST, wl).body(r#"{"name":"plain"}"#)).await.0, 415);
     assert_eq!(c.check("post", wl, req(Method::POST, wl).json(&json!({ "name": "Bad Name!" }))).await.0, 422);
     assert_eq!(c.check("post", wl, req(Method::POST, wl).body(vec![b' '; 5 << 20])).await.0, 413);
     assert_eq!(c.check("get", wl, req(Method::GET, wl)).await.0, 200);
-    assert_eq!(c.check("get", wl, client.get(url(wl)).header("x-facematch-role", "root")).await.0, 400);
+    assert_eq!(c.check("get", wl, as_role(Role::Auditor, Method::GET, wl)).await.0, 403);
     let one = "/v1/watchlists/{name}";
     assert_eq!(c.check("get", one, req(Method::GET, "/v1/watchlists/wanted")).await.0, 200);
     assert_eq!(c.check("get", one, req(Method::GET, "/v1/watchlists/nowhere")).await.0, 404);
+    let (s, changed) = c.check("patch", one, req(Method::PATCH, "/v1/watchlists/wanted").json(&json!({ "retention_days": 3650 }))).await;
+    assert_eq!((s, &changed["retention_days"]), (200, &json!(3650)));
+    assert_eq!(c.check("patch", one, req(Method::PATCH, "/v1/watchlists/wanted").json(&json!({ "retention_days": 0 }))).await.0, 422);
+    assert_eq!(c.check("patch", one, req(Method::PATCH, "/v1/watchlists/nowhere").json(&json!({}))).await.0, 404);
+    assert_eq!(c.check("patch", one, req(Method::PATCH, "/v1/watchlists/wanted").header("content-type", "application/json").body("{nope")).await.0, 400);
 
     // Subjects.
     let subjects = "/v1/subjects";
@@ -100,7 +120,7 @@ async fn every_answer_of_every_route_matches_the_served_document() {
     assert_eq!(c.check("post", subjects, req(Method::POST, subjects).json(&nowhere)).await.0, 404);
     assert_eq!(c.check("get", subjects, req(Method::GET, "/v1/subjects?q=jane")).await.0, 200);
     assert_eq!(c.check("get", subjects, req(Method::GET, "/v1/subjects?page=x")).await.0, 400);
-    assert_eq!(c.check("get", subjects, req(Method::GET, "/v1/subjects?page=0")).await.0, 422);
+    assert_eq!(c.check("get", subjects, req(Method::GET, "/v1/subjects?page=0")).await.0, 400);
     assert_eq!(c.check("get", subjects, req(Method::GET, "/v1/subjects?watchlist=nowhere")).await.0, 404);
     let subject_path = "/v1/subjects/{id}";
     let this = format!("/v1/subjects/{id}");
@@ -145,7 +165,7 @@ async fn every_answer_of_every_route_matches_the_served_document() {
     assert_eq!(result["faces"][0]["candidates"][0]["subject_id"], id);
     let form = photo_form(&[("photo", &probe)]);
     assert_eq!(c.check("post", search, req(Method::POST, search).multipart(form)).await.0, 200);
-    let stats: Value = req(Method::GET, "/v1/stats").send().await.unwrap().json().await.unwrap();
+    let stats: Value = as_role(Role::Admin, Method::GET, "/v1/stats").send().await.unwrap().json().await.unwrap();
     let dimension = stats["gallery"]["models"][0]["dimension"].as_u64().unwrap() as usize;
     let mut embedding = vec![0.0f32; dimension];
     embedding[0] = 1.0;
@@ -174,9 +194,34 @@ async fn every_answer_of_every_route_matches_the_served_document() {
     // Audit.
     assert_eq!(c.check("get", "/v1/audit", req(Method::GET, "/v1/audit?per_page=5")).await.0, 200);
     assert_eq!(c.check("get", "/v1/audit", req(Method::GET, "/v1/audit?page=-1")).await.0, 400);
-    assert_eq!(c.check("get", "/v1/audit", req(Method::GET, "/v1/audit?per_page=0")).await.0, 422);
+    assert_eq!(c.check("get", "/v1/audit", req(Method::GET, "/v1/audit?per_page=5000")).await.0, 422);
     assert_eq!(c.check("get", "/v1/audit/verify", req(Method::GET, "/v1/audit/verify")).await.0, 200);
-    assert_eq!(c.check("get", "/v1/audit/verify", client.get(url("/v1/audit/verify")).header("x-facematch-role", "x")).await.0, 400);
+    assert_eq!(c.check("get", "/v1/audit/verify", as_role(Role::Investigator, Method::GET, "/v1/audit/verify")).await.0, 403);
+    assert_eq!(c.check("get", "/v1/audit", req(Method::GET, "/v1/audit?action=search&since=2026-01-01T00:00:00Z")).await.0, 200);
+    assert_eq!(c.check("get", "/v1/audit", req(Method::GET, "/v1/audit?since=yesterday")).await.0, 400);
+    let members = "/v1/audit/membership";
+    let (s, report) = c.check("get", members, req(Method::GET, "/v1/audit/membership?watchlist=wanted&on=2030-01-01T00:00:00Z")).await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(c.check("get", members, req(Method::GET, "/v1/audit/membership?watchlist=wanted")).await.0, 400);
+
+    // Keys.
+    let keys = "/v1/keys";
+    let new_key = json!({ "name": "gate 3", "role": "checkpoint", "watchlists": ["wanted"] });
+    let (s, issued) = c.check("post", keys, req(Method::POST, keys).json(&new_key)).await;
+    assert_eq!(s, 201);
+    let key_id = issued["key"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(c.check("post", keys, req(Method::POST, keys).json(&json!({ "name": "x", "role": "system" }))).await.0, 400);
+    assert_eq!(c.check("post", keys, as_role(Role::Investigator, Method::POST, keys).json(&new_key)).await.0, 403);
+    assert_eq!(c.check("get", keys, req(Method::GET, keys)).await.0, 200);
+    assert_eq!(c.check("get", keys, client.get(url(keys)).bearer_auth("fmk_nonsense")).await.0, 401);
+    let rotate = "/v1/keys/{id}/rotate";
+    let (s, rotated) = c.check("post", rotate, req(Method::POST, &format!("/v1/keys/{key_id}/rotate"))).await;
+    assert_eq!(s, 201);
+    assert_eq!(c.check("post", rotate, req(Method::POST, &format!("/v1/keys/{key_id}/rotate"))).await.0, 409);
+    let revoke = "/v1/keys/{id}/revoke";
+    let new_id = rotated["key"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(c.check("post", revoke, req(Method::POST, &format!("/v1/keys/{new_id}/revoke"))).await.0, 200);
+    assert_eq!(c.check("post", revoke, req(Method::POST, "/v1/keys/000000000000/revoke")).await.0, 404);
 
     // Deletions.
     let face = "/v1/subjects/{id}/faces/{template}";

@@ -2,10 +2,12 @@
 //! builds with the `lab` feature); errors are printed here, at the binary edge, as a chain of causes.
 
 #[cfg(feature = "lab")]
+mod audit;
 mod bench;
 #[cfg(feature = "lab")]
 mod eval;
 mod faces;
+mod keys;
 mod service;
 
 use std::path::PathBuf;
@@ -67,7 +69,18 @@ pub enum Command {
     Watchlists(service::WatchlistsCommand),
     /// Read and check the tamper-evident audit trail.
     #[command(subcommand)]
-    Audit(service::AuditCommand),
+    Audit(audit::AuditCommand),
+    /// Apply watchlists' retention periods now.
+    #[command(subcommand)]
+    Retention(audit::RetentionCommand),
+    /// Manage API keys on the data directory (no key needed: this is how the first admin key is made).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Copy the gallery to a new file while it is in use (SQLite's backup API), verified; the way to copy a gallery.
+    Backup(service::BackupArgs),
+    /// Put a backup in place as the gallery of a data directory (the service stopped), verified; the index is
+    /// rebuilt at the next start.
+    Restore(service::RestoreArgs),
     /// Accuracy evaluation on labelled photo folders (NIST FRTE / ISO/IEC 19795-1 vocabulary).
     #[cfg(feature = "lab")]
     #[command(subcommand)]
@@ -125,7 +138,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Search(args) => service::search(&config, args),
         Command::Subjects(cmd) => service::subjects(&config, cmd),
         Command::Watchlists(cmd) => service::watchlists(&config, cmd),
-        Command::Audit(cmd) => service::audit(&config, cmd),
+        Command::Audit(cmd) => audit::audit(&config, cmd),
+        Command::Retention(cmd) => audit::retention(&config, cmd),
+        Command::Keys(cmd) => keys::run(&config, cmd),
+        Command::Backup(args) => service::backup(&config, args),
+        Command::Restore(args) => service::restore(&config, args),
         #[cfg(feature = "lab")]
         Command::Eval(cmd) => eval::run(&config, cmd),
         #[cfg(feature = "lab")]

@@ -16,26 +16,26 @@ use crate::gallery::SubjectQuery;
 use crate::http::{self, AppState};
 use crate::pipeline::FacePipeline;
 use crate::service::{
-    BulkSummary, PhotoOutcome, PhotoStatus, Principal, Role, SearchMode, SearchRequest, WatchlistRequest,
-    WatchlistService,
+    BulkSummary, PhotoOutcome, PhotoStatus, Principal, SearchMode, SearchRequest, WatchlistRequest, WatchlistService,
 };
 
-/// Who runs a command and why: recorded in the audit trail with everything it searches, views or changes.
+/// Who runs a command and why: an API key, whose role decides what the command may do, recorded in the audit
+/// trail with everything it searches, views or changes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CallerArgs {
-    /// Who is acting (default: the login name).
-    #[arg(long)]
-    pub actor: Option<String>,
-    /// Why, e.g. a case number.
+    /// The API key to act with (`facematch keys create` makes one).
+    #[arg(long, env = "FACEMATCH_API_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Why, e.g. a case number (required for investigation-mode searches).
     #[arg(long)]
     pub purpose: Option<String>,
 }
 
 impl CallerArgs {
-    /// The caller in `role`: each command acts in the role its operation belongs to.
-    fn principal(&self, role: Role, default_purpose: Option<&str>) -> Principal {
-        let name = self.actor.clone().unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "cli".into()));
-        Principal::new(name, role, self.purpose.clone().or(default_purpose.map(str::to_owned)))
+    /// The key's holder, checked by the core exactly as the HTTP edge checks it.
+    pub(super) fn principal(&self, service: &WatchlistService, default_purpose: Option<&str>) -> anyhow::Result<Principal> {
+        let purpose = self.purpose.clone().or(default_purpose.map(str::to_owned));
+        Ok(service.authenticate(self.key.as_deref(), purpose)?)
     }
 }
 
@@ -135,6 +135,9 @@ pub enum WatchlistsCommand {
         /// Target false-positive identification rate for identification mode.
         #[arg(long)]
         alert_fpir: Option<f64>,
+        /// Days a subject stays after its record last changed (default: kept until deleted).
+        #[arg(long)]
+        retention_days: Option<u32>,
         #[arg(long, default_value = "")]
         description: String,
         #[arg(long)]
@@ -152,40 +155,62 @@ pub enum WatchlistsCommand {
     },
 }
 
-#[derive(Debug, clap::Subcommand)]
-pub enum AuditCommand {
-    /// Audit entries, newest first, as JSON.
-    List {
-        #[arg(long, default_value_t = 1)]
-        page: usize,
-        #[arg(long, default_value_t = 50)]
-        per_page: usize,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        #[command(flatten)]
-        caller: CallerArgs,
-    },
-    /// Check the whole hash chain; fails naming the first broken row.
-    Verify {
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        #[command(flatten)]
-        caller: CallerArgs,
-    },
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// The new backup file (must not exist).
+    #[arg(long)]
+    pub to: PathBuf,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
-fn open_service(config: &Config, data_dir: Option<&Path>) -> anyhow::Result<Arc<WatchlistService>> {
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup file written by `facematch backup`.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Replace the gallery of a data directory that is not empty.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+fn gallery_config(config: &Config, data_dir: Option<&Path>) -> crate::service::GalleryConfig {
     let mut gallery = config.gallery.clone();
     if let Some(d) = data_dir {
         gallery.data_dir = d.to_path_buf();
     }
+    gallery
+}
+
+pub fn backup(config: &Config, args: &BackupArgs) -> anyhow::Result<ExitCode> {
+    let gallery = gallery_config(config, args.data_dir.as_deref());
+    // The caller stays the service itself until commands authenticate their operator.
+    let report = crate::service::backup_gallery(&gallery, &args.to, &Principal::system("backup"))
+        .with_context(|| format!("backup of the gallery in {}", gallery.data_dir.display()))?;
+    print_json(&serde_json::json!({ "backup": args.to, "verified": report }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn restore(config: &Config, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let gallery = gallery_config(config, args.data_dir.as_deref());
+    let report = crate::service::restore_gallery(&gallery, &args.from, args.force, &Principal::system("restore"))
+        .with_context(|| format!("restore of {} into {}", args.from.display(), gallery.data_dir.display()))?;
+    print_json(&serde_json::json!({ "restored": args.from, "verified": report }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn open_service(config: &Config, data_dir: Option<&Path>) -> anyhow::Result<Arc<WatchlistService>> {
+    let gallery = gallery_config(config, data_dir);
     let pipeline = Arc::new(FacePipeline::load(&config.pipeline())?);
     let service = WatchlistService::open(pipeline, gallery.clone(), config.quality)
-        .with_context(|| format!("gallery in {}", gallery.data_dir.display()))?;
+        .with_context(|| format!("gallery in {}", gallery.data_dir.display()))?
+        .with_access(config.access.clone());
     Ok(Arc::new(service))
 }
 
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(super) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -271,7 +296,7 @@ pub fn serve(config: &Config, args: &ServeArgs) -> anyhow::Result<ExitCode> {
 
 pub fn enroll(config: &Config, args: &EnrollArgs) -> anyhow::Result<ExitCode> {
     let service = open_service(config, args.data_dir.as_deref())?;
-    let caller = args.caller.principal(Role::Enroller, Some("bulk enrolment"));
+    let caller = args.caller.principal(&service, Some("bulk enrolment"))?;
     let started = std::time::Instant::now();
     let summary = enroll_with_progress(&service, &args.watchlist, &args.dir, &caller, args.report.as_deref())?;
     service.persist_index()?;
@@ -295,11 +320,7 @@ pub fn search(config: &Config, args: &SearchArgs) -> anyhow::Result<ExitCode> {
         min_face_px: args.min_face_px,
     };
     let photo = std::fs::read(&args.photo).with_context(|| format!("photo {}", args.photo.display()))?;
-    let role = match mode {
-        SearchMode::Identification => Role::Checkpoint,
-        SearchMode::Investigation => Role::Investigator,
-    };
-    print_json(&service.search_photo(&photo, &request, &args.caller.principal(role, None))?)?;
+    print_json(&service.search_photo(&photo, &request, &args.caller.principal(&service, None)?)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -308,18 +329,18 @@ pub fn subjects(config: &Config, command: &SubjectsCommand) -> anyhow::Result<Ex
         SubjectsCommand::List { watchlist, q, page, data_dir, caller } => {
             let service = open_service(config, data_dir.as_deref())?;
             let query = SubjectQuery { watchlist: watchlist.clone(), q: q.clone(), page: *page, ..SubjectQuery::default() };
-            print_json(&service.list_subjects(&query, &caller.principal(Role::Investigator, None))?)?;
+            print_json(&service.list_subjects(&query, &caller.principal(&service, None)?)?)?;
         }
         SubjectsCommand::Show { id, data_dir, caller } => {
             let service = open_service(config, data_dir.as_deref())?;
-            let caller = caller.principal(Role::Investigator, None);
+            let caller = caller.principal(&service, None)?;
             let subject = service.get_subject(*id, &caller)?;
             let templates = service.list_templates(*id, &caller)?;
             print_json(&serde_json::json!({ "subject": subject, "templates": templates }))?;
         }
         SubjectsCommand::Delete { id, data_dir, caller } => {
             let service = open_service(config, data_dir.as_deref())?;
-            let removed = service.delete_subject(*id, &caller.principal(Role::Enroller, None))?;
+            let removed = service.delete_subject(*id, &caller.principal(&service, None)?)?;
             service.persist_index()?;
             print_json(&serde_json::json!({ "deleted": id, "templates_removed": removed }))?;
         }
@@ -331,33 +352,22 @@ pub fn watchlists(config: &Config, command: &WatchlistsCommand) -> anyhow::Resul
     match command {
         WatchlistsCommand::List { data_dir, caller } => {
             let service = open_service(config, data_dir.as_deref())?;
-            print_json(&service.list_watchlists(&caller.principal(Role::Admin, None))?)?;
+            print_json(&service.list_watchlists(&caller.principal(&service, None)?)?)?;
         }
-        WatchlistsCommand::Create { name, alert_fpir, description, data_dir, caller } => {
+        WatchlistsCommand::Create { name, alert_fpir, retention_days, description, data_dir, caller } => {
             let service = open_service(config, data_dir.as_deref())?;
-            let request =
-                WatchlistRequest { name: name.clone(), description: description.clone(), alert_fpir: *alert_fpir };
-            print_json(&service.create_watchlist(request, &caller.principal(Role::Admin, None))?)?;
+            let request = WatchlistRequest {
+                name: name.clone(),
+                description: description.clone(),
+                alert_fpir: *alert_fpir,
+                retention_days: *retention_days,
+            };
+            print_json(&service.create_watchlist(request, &caller.principal(&service, None)?)?)?;
         }
         WatchlistsCommand::Delete { name, data_dir, caller } => {
             let service = open_service(config, data_dir.as_deref())?;
-            service.delete_watchlist(name, &caller.principal(Role::Admin, None))?;
+            service.delete_watchlist(name, &caller.principal(&service, None)?)?;
             print_json(&serde_json::json!({ "deleted": name }))?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub fn audit(config: &Config, command: &AuditCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        AuditCommand::List { page, per_page, data_dir, caller } => {
-            let service = open_service(config, data_dir.as_deref())?;
-            print_json(&service.list_audit(*page, *per_page, &caller.principal(Role::Auditor, None))?)?;
-        }
-        AuditCommand::Verify { data_dir, caller } => {
-            let service = open_service(config, data_dir.as_deref())?;
-            let rows = service.verify_audit(&caller.principal(Role::Auditor, None))?;
-            print_json(&serde_json::json!({ "status": "intact", "rows_checked": rows }))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@ pub enum Entity {
     Watchlist,
     Subject,
     Template,
+    ApiKey,
 }
 
 impl fmt::Display for Entity {
@@ -17,6 +18,7 @@ impl fmt::Display for Entity {
             Entity::Watchlist => "watchlist",
             Entity::Subject => "subject",
             Entity::Template => "template",
+            Entity::ApiKey => "api key",
         })
     }
 }
@@ -31,6 +33,9 @@ pub enum ConflictKind {
     DimensionMismatch,
     /// The gallery's templates of a model id were made by another set-up of it (model file or manifest facts).
     ModelChanged,
+    DuplicateKey,
+    /// The key was revoked already.
+    KeyRevoked,
 }
 
 /// Which input rule a request broke.
@@ -50,6 +55,10 @@ pub enum InvalidKind {
     Actor,
     AuditEntry,
     Pagination,
+    KeyName,
+    KeyId,
+    KeyRole,
+    Retention,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +75,8 @@ pub enum GalleryError {
     /// The audit hash chain does not hold at `row_id` (the first broken row).
     #[error("audit chain broken at row {row_id}: {reason}")]
     AuditChainBroken { row_id: i64, reason: String },
+    #[error("audit anchor key {path} is not 64 hex digits (32 bytes), or no randomness was available to make one")]
+    AnchorKey { path: std::path::PathBuf },
 
     #[error("gallery schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
@@ -73,6 +84,28 @@ pub enum GalleryError {
     /// The filesystem cannot host a WAL database (e.g. a network share without shared memory).
     #[error("database: journal mode is {mode}, wal is required: {}", path.display())]
     WalUnavailable { path: PathBuf, mode: String },
+
+    /// The disk or directory cannot take writes (full, read-only, failing, unreachable); the write did not happen
+    /// and the service answers `storage_unavailable` until a write succeeds again.
+    #[error("storage unavailable: {context}: {reason}")]
+    StorageUnavailable {
+        context: &'static str,
+        reason: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The database file is not a SQLite database or its pages are damaged; only a backup brings it back.
+    #[error("database damaged: {context}: the gallery database is not a database or is corrupt; restore it from a backup")]
+    Damaged {
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// A copy of the gallery (a backup being written or restored) failed its verification.
+    #[error("gallery copy {} failed verification: {reason}", path.display())]
+    Verification { path: PathBuf, reason: String },
 
     #[error("database: {context}")]
     Database {
@@ -106,12 +139,18 @@ impl GalleryError {
                 what: Entity::Template,
                 ..
             } => "template_not_found",
+            GalleryError::NotFound {
+                what: Entity::ApiKey,
+                ..
+            } => "key_not_found",
             GalleryError::Conflict { kind, .. } => match kind {
                 ConflictKind::DuplicateWatchlist => "duplicate_watchlist",
                 ConflictKind::WatchlistNotEmpty => "watchlist_not_empty",
                 ConflictKind::DuplicateExternalRef => "duplicate_external_ref",
                 ConflictKind::DimensionMismatch => "dimension_mismatch",
                 ConflictKind::ModelChanged => "model_changed",
+                ConflictKind::DuplicateKey => "duplicate_key",
+                ConflictKind::KeyRevoked => "key_already_revoked",
             },
             GalleryError::Invalid { kind, .. } => match kind {
                 InvalidKind::WatchlistName => "invalid_watchlist_name",
@@ -128,10 +167,18 @@ impl GalleryError {
                 InvalidKind::Actor => "invalid_actor",
                 InvalidKind::AuditEntry => "invalid_audit_entry",
                 InvalidKind::Pagination => "invalid_pagination",
+                InvalidKind::KeyName => "invalid_key_name",
+                InvalidKind::KeyId => "invalid_key_id",
+                InvalidKind::KeyRole => "invalid_role",
+                InvalidKind::Retention => "invalid_retention",
             },
             GalleryError::AuditChainBroken { .. } => "audit_chain_broken",
+            GalleryError::AnchorKey { .. } => "audit_anchor_key",
             GalleryError::SchemaTooNew { .. } => "schema_too_new",
             GalleryError::WalUnavailable { .. } => "wal_unavailable",
+            GalleryError::StorageUnavailable { .. } => "storage_unavailable",
+            GalleryError::Damaged { .. } => "database_damaged",
+            GalleryError::Verification { .. } => "backup_invalid",
             GalleryError::Database { .. } => "database_error",
             GalleryError::Io { .. } => "io_error",
         }
@@ -166,8 +213,26 @@ pub(crate) trait DatabaseContext<T> {
 
 impl<T> DatabaseContext<T> for Result<T, rusqlite::Error> {
     fn context(self, context: &'static str) -> Result<T, GalleryError> {
-        self.map_err(|source| GalleryError::Database { context, source })
+        self.map_err(|source| classify(context, source))
     }
+}
+
+/// Sorts a driver error by what an operator must do about it: free or fix the storage (`StorageUnavailable`),
+/// restore a backup (`Damaged`), or read the log (`Database`). Extended result codes (SQLITE_IOERR_WRITE,
+/// SQLITE_READONLY_DIRECTORY, …) fold into their primary code here.
+pub(crate) fn classify(context: &'static str, source: rusqlite::Error) -> GalleryError {
+    use rusqlite::ErrorCode;
+    let reason = match source.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => "the disk is full or the database reached its size limit",
+        Some(ErrorCode::ReadOnly) => "the database or its data directory is read-only",
+        Some(ErrorCode::SystemIoFailure) => "the disk failed a read or write",
+        Some(ErrorCode::CannotOpen) => "the database file cannot be opened",
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            return GalleryError::Damaged { context, source };
+        }
+        _ => return GalleryError::Database { context, source },
+    };
+    GalleryError::StorageUnavailable { context, reason, source }
 }
 
 #[cfg(test)]
@@ -193,6 +258,20 @@ mod tests {
             GalleryError::invalid(InvalidKind::Embedding, "x").code(),
             "invalid_embedding"
         );
+    }
+
+    #[test]
+    fn full_read_only_and_failing_storage_are_storage_unavailable() {
+        use rusqlite::ffi;
+        for code in [ffi::SQLITE_FULL, ffi::SQLITE_READONLY_DIRECTORY, ffi::SQLITE_IOERR_WRITE, ffi::SQLITE_CANTOPEN] {
+            let error = classify("commit", rusqlite::Error::SqliteFailure(ffi::Error::new(code), None));
+            assert_eq!(error.code(), "storage_unavailable", "sqlite code {code}");
+            assert!(error.source().is_some());
+        }
+        let error = classify("open", rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_NOTADB), None));
+        assert_eq!(error.code(), "database_damaged");
+        let error = classify("insert", rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_CONSTRAINT), None));
+        assert_eq!(error.code(), "database_error");
     }
 
     #[test]

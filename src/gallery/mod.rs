@@ -3,20 +3,24 @@
 //! Callers depend on the `GalleryStore` trait; `SqliteStore` is the embedded implementation (see
 //! `docs/gallery-store.md` for the schema, durability settings and consistency rules).
 
+pub mod anchor;
 pub mod audit;
 #[cfg(test)]
 mod conformance;
 pub mod error;
+pub mod keys;
 pub mod model;
 pub mod schema;
 pub mod sqlite;
 pub mod store;
 pub mod validation;
 
+pub use anchor::{AuditProblem, AuditAnchor};
+pub use keys::{ApiKey, KeyStore, NewApiKey};
 pub use error::{ConflictKind, Entity, GalleryError, InvalidKind};
 pub use model::{
-    AuditEntry, AuditRecord, GalleryStats, ModelStats, NewSubject, NewTemplate, NewWatchlist, Page,
-    Subject, SubjectPatch, SubjectQuery, Template, Watchlist, WatchlistStats,
+    AuditEntry, AuditQuery, AuditRecord, ExpiredSubject, GalleryStats, ModelStats, NewSubject, NewTemplate, NewWatchlist, Page,
+    Subject, SubjectPatch, SubjectQuery, Template, Watchlist, WatchlistPatch, WatchlistStats,
 };
-pub use sqlite::SqliteStore;
+pub use sqlite::{BackupReport, SqliteStore, DATABASE_FILE};
 pub use store::{AuditFor, GalleryStore, TemplateOwner, TemplateSink};

@@ -11,6 +11,9 @@ pub struct Watchlist {
     pub description: String,
     /// Target false-positive identification rate for identification mode, e.g. 0.003.
     pub alert_fpir: f64,
+    /// Days a subject stays on the watchlist after its record last changed; then it expires and is deleted with
+    /// its templates and thumbnails (audited as `expire_subject`). `None`: kept until deleted.
+    pub retention_days: Option<u32>,
     /// RFC 3339.
     pub created_at: String,
 }
@@ -21,6 +24,32 @@ pub struct NewWatchlist {
     #[serde(default)]
     pub description: String,
     pub alert_fpir: f64,
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+}
+
+/// A change to a watchlist's settings; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WatchlistPatch {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub alert_fpir: Option<f64>,
+    /// An explicit `null` removes the retention period (subjects are kept until deleted).
+    #[serde(default, deserialize_with = "deserialize_present")]
+    #[schema(value_type = Option<u32>)]
+    pub retention_days: Option<Option<u32>>,
+}
+
+/// A subject whose watchlist's retention period has run out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExpiredSubject {
+    pub subject_id: i64,
+    pub watchlist: String,
+    /// When its record last changed (RFC 3339): retention counts from there.
+    pub updated_at: String,
+    pub retention_days: u32,
 }
 
 /// A person on exactly one watchlist.
@@ -66,6 +95,59 @@ pub struct SubjectPatch {
     pub watchlist: Option<String>,
 }
 
+/// Listing filter for the audit trail; `page` is 1-based. Every filter is optional and they combine with AND.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditQuery {
+    /// Entries at or after this time (RFC 3339).
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Entries before this time (RFC 3339).
+    #[serde(default)]
+    pub until: Option<String>,
+    /// Substring of the actor: a key's name or its id.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Exact action, e.g. `search`, `expire_subject`.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// Entries about this subject or one of its faces.
+    #[serde(default)]
+    pub subject: Option<i64>,
+    /// Substring of the stated purpose, e.g. a case number.
+    #[serde(default)]
+    pub case: Option<String>,
+    /// Oldest first instead of newest first (replaying the trail).
+    #[serde(default)]
+    pub oldest_first: bool,
+    #[serde(default = "first_page")]
+    pub page: usize,
+    #[serde(default = "default_per_page")]
+    pub per_page: usize,
+}
+
+impl AuditQuery {
+    /// A page of the whole trail, newest first.
+    pub fn page(page: usize, per_page: usize) -> AuditQuery {
+        AuditQuery { page, per_page, ..AuditQuery::default() }
+    }
+}
+
+impl Default for AuditQuery {
+    fn default() -> Self {
+        AuditQuery {
+            since: None,
+            until: None,
+            actor: None,
+            action: None,
+            subject: None,
+            case: None,
+            oldest_first: false,
+            page: first_page(),
+            per_page: default_per_page(),
+        }
+    }
+}
+
 /// Listing filter for subjects; `page` is 1-based.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubjectQuery {
@@ -78,11 +160,15 @@ pub struct SubjectQuery {
     pub page: usize,
     #[serde(default = "default_per_page")]
     pub per_page: usize,
+    /// Only subjects of these watchlists (a caller's key limits); set by the service, never by a client.
+    #[serde(skip)]
+    pub within: Option<Vec<String>>,
 }
 
 impl Default for SubjectQuery {
     fn default() -> Self {
         Self {
+            within: None,
             watchlist: None,
             q: None,
             page: first_page(),

@@ -79,6 +79,36 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE model ADD COLUMN fingerprint TEXT;
     "#,
+    // 3: API keys (only a slow hash of each secret), and how long a watchlist keeps its subjects.
+    r#"
+    CREATE TABLE api_key (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        watchlists  TEXT CHECK (watchlists IS NULL OR (json_valid(watchlists) AND json_type(watchlists) = 'array')),
+        secret_hash TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        created_by  TEXT NOT NULL,
+        expires_at  TEXT,
+        revoked_at  TEXT,
+        replaces    TEXT REFERENCES api_key(id)
+    ) WITHOUT ROWID;
+
+    ALTER TABLE watchlist ADD COLUMN retention_days INTEGER CHECK (retention_days IS NULL OR retention_days > 0);
+    "#,
+    // 4: the store's identity, a random version-4 UUID made once, when the store is created (or first opened by a
+    // build with this step), so that an index file or a backup names the store it belongs to. SQLite's
+    // randomblob() draws from the operating system's entropy at first use; no Rust dependency is needed.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO meta(key, value)
+    SELECT 'store_id', lower(substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-4' || substr(h, 14, 3) || '-'
+        || substr('89AB', 1 + (unicode(substr(h, 17, 1)) % 4), 1) || substr(h, 18, 3) || '-' || substr(h, 21, 12))
+    FROM (SELECT hex(randomblob(16)) AS h);
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 
 use super::error::GalleryError;
+use super::keys::KeyStore;
 use super::model::{
-    AuditEntry, AuditRecord, GalleryStats, NewSubject, NewTemplate, NewWatchlist, Page, Subject,
+    AuditEntry, AuditQuery, AuditRecord, ExpiredSubject, GalleryStats, WatchlistPatch, NewSubject, NewTemplate, NewWatchlist, Page, Subject,
     SubjectPatch, SubjectQuery, Template, Watchlist,
 };
 
@@ -30,10 +31,15 @@ pub type AuditFor<'a, T> = &'a dyn Fn(&T) -> AuditEntry;
 /// transaction; it returns only after that transaction committed durably. A change whose audit entry cannot be
 /// appended (invalid, or the append fails) leaves nothing behind. Every change to the set of templates, or to the
 /// label of a template, bumps `generation()` in the same transaction.
-pub trait GalleryStore: Send + Sync {
+pub trait GalleryStore: KeyStore + Send + Sync {
     fn create_watchlist(&self, new: NewWatchlist, audit: AuditFor<'_, Watchlist>) -> Result<Watchlist, GalleryError>;
     fn list_watchlists(&self) -> Result<Vec<Watchlist>, GalleryError>;
     fn get_watchlist(&self, name: &str) -> Result<Watchlist, GalleryError>;
+    /// Changes a watchlist's description, alert FPIR or retention period.
+    fn update_watchlist(&self, name: &str, patch: WatchlistPatch, audit: AuditFor<'_, Watchlist>)
+        -> Result<Watchlist, GalleryError>;
+    /// Subjects whose watchlist's retention period ran out at `as_of` (RFC 3339), oldest id first.
+    fn expired_subjects(&self, as_of: &str) -> Result<Vec<ExpiredSubject>, GalleryError>;
     /// Refuses a watchlist that still has subjects (`watchlist_not_empty`).
     fn delete_watchlist(&self, name: &str, audit: AuditEntry) -> Result<(), GalleryError>;
 
@@ -85,12 +91,29 @@ pub trait GalleryStore: Send + Sync {
     fn bind_model(&self, model_id: &str, dimension: usize, fingerprint: &str) -> Result<(), GalleryError>;
     /// Persisted change counter of the template set; an ANN index recorded at another generation is stale.
     fn generation(&self) -> Result<u64, GalleryError>;
+    /// The id of the newest audit entry (0 while there is none). It only grows, so a store whose head is behind
+    /// what an index file recorded lost entries that were committed once.
+    fn audit_head(&self) -> Result<u64, GalleryError>;
+    /// The store's identity: a UUID made when the store was created, the same in its backups and restores, and
+    /// different for every other store. An index file records it so that another gallery's index is never loaded.
+    fn store_id(&self) -> Result<String, GalleryError>;
+    /// Makes the store's durable state self-contained (SQLite: folds the WAL into the main file); on clean shutdown
+    /// and periodically.
+    fn checkpoint(&self) -> Result<(), GalleryError>;
+    /// `Ok` while the store can take writes; after a write was refused for want of storage, probes with a real
+    /// write until one succeeds (`storage_unavailable` until then).
+    fn writable(&self) -> Result<(), GalleryError>;
+    /// Caps the store's size in pages (`None`: no cap); a write beyond it fails as on a full disk. For sites that
+    /// want a hard size limit and for tests of a full disk.
+    fn cap_size(&self, max_pages: Option<u64>) -> Result<(), GalleryError>;
     fn stats(&self) -> Result<GalleryStats, GalleryError>;
 
     /// Appends an entry that records a use rather than a change (a search, a view of a subject's photos).
     fn append_audit(&self, entry: AuditEntry) -> Result<i64, GalleryError>;
     /// Checks the whole chain; the error names the first broken row.
     fn verify_audit_chain(&self) -> Result<usize, GalleryError>;
-    /// Newest first; `page` is 1-based.
-    fn list_audit(&self, page: usize, per_page: usize) -> Result<Page<AuditRecord>, GalleryError>;
+    /// The entries the query selects, newest first unless it asks otherwise.
+    fn list_audit(&self, query: &AuditQuery) -> Result<Page<AuditRecord>, GalleryError>;
+    /// `(id, hash)` of up to `limit` entries after `after_id`, in order: what the audit anchor is checked against.
+    fn audit_hashes(&self, after_id: i64, limit: usize) -> Result<Vec<(i64, String)>, GalleryError>;
 }

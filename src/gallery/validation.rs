@@ -37,6 +37,19 @@ pub fn validate_watchlist_name(name: &str) -> Result<(), GalleryError> {
     Ok(())
 }
 
+/// Longest retention a watchlist may set: a hundred years, beyond any legal period and far from overflow.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
+pub fn validate_retention(retention_days: Option<u32>) -> Result<(), GalleryError> {
+    match retention_days {
+        Some(days) if days == 0 || days > MAX_RETENTION_DAYS => Err(GalleryError::invalid(
+            InvalidKind::Retention,
+            format!("retention_days {days} must lie between 1 and {MAX_RETENTION_DAYS}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn validate_watchlist_fields(description: &str, alert_fpir: f64) -> Result<(), GalleryError> {
     if description.chars().count() > MAX_DESCRIPTION_CHARS {
         return Err(GalleryError::invalid(

@@ -5,20 +5,29 @@
 //! sends a reset, and a client still writing its upload sees a broken pipe before it reads the answer. So the body
 //! is pumped through a channel: the handler reads from the channel, and once it has answered, the pump discards
 //! the rest of the body, up to a bound, before the answer is sent.
+//!
+//! A body declared larger than the limit is refused before a byte of it is read. With `Expect: 100-continue` the
+//! client waits for leave to send: it gets the 413 instead of `100 Continue` (hyper sends that only when the body
+//! is first read) and the connection closes, so nothing of the body is ever read.
 
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
+
+use super::limits::closing;
+use super::ApiError;
 
 /// How much of a body the server reads, at most, after its handler stopped reading it.
 #[derive(Debug, Clone, Copy)]
 pub struct DrainPolicy {
+    /// The body limit: a larger declared length is refused at once.
+    pub limit: u64,
     /// Bytes discarded at most; a client that declared more gets the answer on a closing connection.
     pub max_bytes: u64,
     /// How long the discarding may take.
@@ -30,9 +39,19 @@ pub async fn drain_unread_body(State(policy): State<DrainPolicy>, request: Reque
     if !has_body(&request) {
         return next.run(request).await;
     }
-    if declared_length(&request).is_some_and(|length| length > policy.max_bytes) {
-        // Far too large to read: let the handler refuse it, and the connection close.
-        return next.run(request).await;
+    if let Some(length) = declared_length(&request).filter(|&length| length > policy.limit) {
+        let refusal = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("request body of {length} bytes is over the limit of {}", policy.limit),
+        )
+        .into_response();
+        if expects_continue(&request) || length > policy.max_bytes {
+            return closing(refusal);
+        }
+        let pump = tokio::spawn(discard(request.into_body(), policy.max_bytes));
+        let _ = tokio::time::timeout(policy.max_wait, pump).await;
+        return refusal;
     }
     let (parts, body) = request.into_parts();
     let (sender, receiver) = mpsc::channel::<Result<Bytes, axum::Error>>(8);
@@ -75,7 +94,22 @@ async fn pump(body: Body, sender: mpsc::Sender<Result<Bytes, axum::Error>>, max_
     }
 }
 
-fn has_body(request: &Request) -> bool {
+async fn discard(body: Body, max_bytes: u64) {
+    let mut stream = body.into_data_stream();
+    let mut discarded = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        discarded += chunk.len() as u64;
+        if discarded > max_bytes {
+            return;
+        }
+    }
+}
+
+fn expects_continue(request: &Request) -> bool {
+    request.headers().get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+pub(super) fn has_body(request: &Request) -> bool {
     request.headers().contains_key(header::TRANSFER_ENCODING) || declared_length(request).is_some_and(|n| n > 0)
 }
 

@@ -4,9 +4,12 @@
 mod admission;
 mod drain;
 mod error;
+mod limits;
 pub mod metrics;
 mod routes;
 pub mod schema;
+mod server;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,8 +25,9 @@ use tokio::net::TcpListener;
 
 pub use admission::Admission;
 pub use error::ApiError;
+pub use tls::{TlsConfig, TlsError};
 
-use crate::service::WatchlistService;
+use crate::service::{Principal, WatchlistService};
 
 /// HTTP server settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +43,26 @@ pub struct ServerConfig {
     pub max_concurrent_analyses: usize,
     /// Analyses allowed to wait for a thread before requests are refused with 503 + Retry-After (default 32).
     pub max_queued_analyses: usize,
+    /// Open connections at most (default 512, and never more than the open-file limit leaves room for); beyond it a
+    /// new connection is answered 503 `too_many_connections` and closed at once.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's line and headers, counted from its first byte (default 10).
+    pub header_timeout_s: u64,
+    /// Seconds a client has to send a whole request body (default 30); a slower one gets 408 `body_timeout`.
+    pub body_timeout_s: u64,
+    /// Seconds a keep-alive connection may sit with no request before it is closed (default 30).
+    pub idle_timeout_s: u64,
+    /// Longest request target, path and query, in bytes (default 8 KiB; longer: 414 `uri_too_long`).
+    pub max_uri_bytes: usize,
+    /// Largest request header block, names and values, in bytes (default 32 KiB; larger: 431 `headers_too_large`).
+    pub max_header_bytes: usize,
+    /// Most request headers (default 100; more: 431 `headers_too_large`).
+    pub max_headers: usize,
+    /// Browser origins allowed to call the API (CORS), e.g. `["https://review.example.org"]`. Empty by default:
+    /// a request carrying any other `Origin` is refused with 403 `origin_not_allowed`, preflights included.
+    pub cors_origins: Vec<String>,
+    /// HTTPS with this certificate and key (`[server.tls]`, feature `tls`); absent by default: plain HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +73,15 @@ impl Default for ServerConfig {
             max_body_bytes: 30 << 20,
             max_concurrent_analyses: cores + 1,
             max_queued_analyses: 32,
+            max_connections: 512,
+            header_timeout_s: 10,
+            body_timeout_s: 30,
+            idle_timeout_s: 30,
+            max_uri_bytes: 8 << 10,
+            max_header_bytes: 32 << 10,
+            max_headers: 100,
+            cors_origins: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -79,7 +112,12 @@ pub fn app(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     // A refused upload is read to its end (up to four times the limit, for half a minute at most) so the client
     // reads the refusal instead of a reset.
-    let drain = drain::DrainPolicy { max_bytes: 4 * limit as u64 + (1 << 20), max_wait: std::time::Duration::from_secs(30) };
+    let drain = drain::DrainPolicy {
+        limit: limit as u64,
+        max_bytes: 4 * limit as u64 + (1 << 20),
+        max_wait: std::time::Duration::from_secs(30),
+    };
+    let edge = limits::EdgePolicy::new(&state.config);
     let (router, document) = routes::routes();
     let document = document.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     router
@@ -87,6 +125,8 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn_with_state(drain, drain::drain_unread_body))
+        .layer(middleware::from_fn_with_state(edge, limits::check_request))
+        .layer(middleware::from_fn(limits::security_headers))
         .with_state(state)
 }
 
@@ -106,18 +146,50 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests and saves the index.
+/// Serves until `shutdown` resolves, then finishes in-flight requests, saves the index and folds the database's
+/// WAL into its main file. Meanwhile the WAL is folded every `gallery.checkpoint_interval_s`.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let service = state.service.clone();
+    let interval = service.config().checkpoint_interval_s;
+    let checkpoints = (interval > 0).then(|| service.start_checkpoints(std::time::Duration::from_secs(interval)));
+    let config = state.config.clone();
     tracing::info!(address = %listener.local_addr()?, "listening");
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
-    let saved = tokio::task::spawn_blocking(move || service.persist_index()).await;
-    match saved {
+    let sweeps = tokio::spawn(sweep_retention(service.clone()));
+    let served = server::run(listener, app(state), &config, shutdown).await;
+    sweeps.abort();
+    drop(checkpoints);
+    served?;
+    let closed = tokio::task::spawn_blocking(move || service.close()).await;
+    match closed {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = ?anyhow::Error::from(e), "index not saved; it will be rebuilt at the next start"),
-        Err(e) => tracing::warn!(error = %e, "index save task failed"),
+        Ok(Err(e)) => tracing::warn!(
+            error = ?anyhow::Error::from(e),
+            "clean shutdown incomplete: the index is rebuilt at the next start, the wal is replayed"
+        ),
+        Err(e) => tracing::warn!(error = %e, "shutdown task failed"),
     }
     Ok(())
+}
+
+/// Deletes subjects past their watchlist's retention at start and then every `gallery.retention_sweep_secs`.
+/// Every node may sweep: expiring a subject another node already deleted is a no-op.
+async fn sweep_retention(service: Arc<WatchlistService>) {
+    let every = std::time::Duration::from_secs(service.config().retention_sweep_secs.max(1));
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let service = service.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            service.expire_subjects(std::time::SystemTime::now(), &Principal::system("retention sweep"))
+        })
+        .await;
+        match swept {
+            Ok(Ok(expired)) if !expired.is_empty() => tracing::info!(subjects = expired.len(), "retention: expired subjects deleted"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "retention sweep failed; it is retried at the next one"),
+            Err(e) => tracing::warn!(error = %e, "retention sweep task failed"),
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -65,14 +65,6 @@ pub struct WatchlistDeleted {
     pub deleted: String,
 }
 
-/// The audit chain checked end to end.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditVerdict {
-    /// Always `intact`; a broken chain is an error naming the first broken row.
-    pub status: String,
-    pub rows_checked: usize,
-}
-
 /// The answer to an enrolment of one or more photos.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EnrollReport {

@@ -451,7 +451,7 @@ pub fn run_index_bench_with_progress(
     say("save / load".to_owned());
     let index_path = out.join("index.hnsw");
     let started = Instant::now();
-    hnsw.save(&index_path, 1)?;
+    hnsw.save(&index_path, crate::index::IndexStamp { generation: 1, ..Default::default() })?;
     let save_seconds = started.elapsed().as_secs_f64();
     let file_bytes = std::fs::metadata(&index_path).map_err(io_error(&index_path))?.len();
     let started = Instant::now();

@@ -15,7 +15,7 @@ use super::file::{self, corrupt, Header, IndexReader, Kind};
 use super::rank::{pack, similarity, slot};
 use super::simd::{dispatch, Kernel, KernelTask, SimdLevel};
 use super::{
-    check_params, check_vector, hash_table_bytes, AnnIndex, IndexError, IndexStats, LabelSet, Neighbour, SearchParams,
+    check_params, check_vector, hash_table_bytes, AnnIndex, IndexError, IndexStamp, IndexStats, LabelSet, Neighbour, SearchParams,
     TemplateKey,
 };
 
@@ -137,8 +137,8 @@ impl ExactIndex {
         rows.by_key.get(&key).map(|&r| rows.vectors[r as usize * self.dim..(r as usize + 1) * self.dim].to_vec())
     }
 
-    /// Builds an index from a file written by `save`; returns it with the stored gallery generation.
-    pub fn load(path: &Path, dimension: usize) -> Result<(Self, u64), IndexError> {
+    /// Builds an index from a file written by `save`; returns it with the stored gallery stamp.
+    pub fn load(path: &Path, dimension: usize) -> Result<(Self, IndexStamp), IndexError> {
         let mut reader = IndexReader::open(path, Kind::Exact, dimension)?;
         let h = reader.header.clone();
         if h.stride as usize != dimension * 4 || h.slots >= u64::from(u32::MAX) {
@@ -168,7 +168,7 @@ impl ExactIndex {
         }
         let index = Self::new(dimension);
         *index.rows.write() = Rows { vectors, keys, labels, by_key, codes: Vec::new(), quantized: false };
-        Ok((index, h.generation))
+        Ok((index, h.stamp))
     }
 }
 
@@ -372,14 +372,14 @@ impl AnnIndex for ExactIndex {
 
     /// File layout (little-endian): header (`slots` = `live` = rows, `stride` = dimension * 4), then the vectors
     /// row-major, the keys (u64) and the labels (u32).
-    fn save(&self, path: &Path, generation: u64) -> Result<(), IndexError> {
+    fn save(&self, path: &Path, stamp: IndexStamp) -> Result<(), IndexError> {
         let rows = self.rows.read();
         let n = rows.keys.len();
         let mut h = Header::new(Kind::Exact, self.dim);
         h.slots = n as u64;
         h.live = n as u64;
         h.stride = (self.dim * 4) as u32;
-        h.generation = generation;
+        h.stamp = stamp;
         // SAFETY: plain-old-data slices viewed as bytes.
         let sections: [&[u8]; 3] = unsafe {
             [
@@ -488,9 +488,10 @@ mod tests {
         let (idx, v) = filled(200);
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("e.idx");
-        idx.save(&path, 5).expect("save");
-        let (back, generation) = ExactIndex::load(&path, DIM).expect("load");
-        assert_eq!(generation, 5);
+        let stamp = IndexStamp { store_id: [3; 16], generation: 5, audit_head: 8 };
+        idx.save(&path, stamp).expect("save");
+        let (back, loaded) = ExactIndex::load(&path, DIM).expect("load");
+        assert_eq!(loaded, stamp);
         for q in v.chunks(DIM).take(20) {
             assert_eq!(
                 idx.search(q, &SearchParams::top(5)).expect("a"),

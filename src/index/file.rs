@@ -1,16 +1,21 @@
-//! The on-disk format both indexes share: a fixed 128-byte header (magic, version, kind, shape, counts, the gallery
-//! generation, a checksum of the body and one of the header itself) followed by flat body sections; written to a
-//! temporary file, fsynced and renamed into place so that a crash never leaves a half-written index behind.
+//! The on-disk format both indexes share: a fixed 144-byte header (magic, version, kind, shape, counts, the stamp of
+//! the gallery it was built from, a checksum of the body and one of the header itself) followed by flat body
+//! sections; written to a temporary file, fsynced and renamed into place so that a crash never leaves a
+//! half-written index behind.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::IndexError;
+use super::{IndexError, IndexStamp};
 
 pub(crate) const MAGIC: [u8; 8] = *b"FMANNIDX";
-pub(crate) const VERSION: u32 = 1;
-pub(crate) const HEADER_BYTES: usize = 128;
+/// Version 2 added the store's identity and audit head; a version-1 file is refused as unsupported, so it is
+/// rebuilt.
+pub(crate) const VERSION: u32 = 2;
+pub(crate) const HEADER_BYTES: usize = 144;
+/// Where the header's own checksum sits: after the fields it covers.
+const HEADER_SUM_AT: usize = 136;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -39,7 +44,8 @@ pub(crate) struct Header {
     pub slots: u64,
     pub live: u64,
     pub deleted: u64,
-    pub generation: u64,
+    /// The gallery store the index was built from, and where that store stood.
+    pub stamp: IndexStamp,
     pub entry: u64,
     pub upper_slots: u64,
     pub stride: u32,
@@ -60,7 +66,7 @@ impl Header {
             slots: 0,
             live: 0,
             deleted: 0,
-            generation: 0,
+            stamp: IndexStamp::default(),
             entry: 0,
             upper_slots: 0,
             stride: 0,
@@ -83,16 +89,18 @@ impl Header {
         b[40..48].copy_from_slice(&self.slots.to_le_bytes());
         b[48..56].copy_from_slice(&self.live.to_le_bytes());
         b[56..64].copy_from_slice(&self.deleted.to_le_bytes());
-        b[64..72].copy_from_slice(&self.generation.to_le_bytes());
+        b[64..72].copy_from_slice(&self.stamp.generation.to_le_bytes());
         b[72..80].copy_from_slice(&self.entry.to_le_bytes());
         b[80..88].copy_from_slice(&self.upper_slots.to_le_bytes());
         b[88..92].copy_from_slice(&self.stride.to_le_bytes());
         b[92..96].copy_from_slice(&self.upper_stride.to_le_bytes());
         b[96..104].copy_from_slice(&self.free.to_le_bytes());
         b[104..112].copy_from_slice(&self.body_checksum.to_le_bytes());
+        b[112..128].copy_from_slice(&self.stamp.store_id);
+        b[128..136].copy_from_slice(&self.stamp.audit_head.to_le_bytes());
         let mut sum = Checksum::new();
-        sum.update(&b[..112]);
-        b[112..120].copy_from_slice(&sum.finish().to_le_bytes());
+        sum.update(&b[..HEADER_SUM_AT]);
+        b[HEADER_SUM_AT..HEADER_SUM_AT + 8].copy_from_slice(&sum.finish().to_le_bytes());
         b
     }
 
@@ -115,8 +123,8 @@ impl Header {
             });
         }
         let mut sum = Checksum::new();
-        sum.update(&b[..112]);
-        if sum.finish() != u64_at(112) {
+        sum.update(&b[..HEADER_SUM_AT]);
+        if sum.finish() != u64_at(HEADER_SUM_AT) {
             return Err(corrupt(path, "header checksum mismatch"));
         }
         let kind = match u32_at(12) {
@@ -134,13 +142,21 @@ impl Header {
             slots: u64_at(40),
             live: u64_at(48),
             deleted: u64_at(56),
-            generation: u64_at(64),
             entry: u64_at(72),
             upper_slots: u64_at(80),
             stride: u32_at(88),
             upper_stride: u32_at(92),
             free: u64_at(96),
             body_checksum: u64_at(104),
+            stamp: IndexStamp {
+                store_id: {
+                    let mut id = [0u8; 16];
+                    id.copy_from_slice(&b[112..128]);
+                    id
+                },
+                generation: u64_at(64),
+                audit_head: u64_at(128),
+            },
         })
     }
 }
@@ -362,11 +378,11 @@ mod tests {
         let path = dir.path().join("x.idx");
         let mut h = Header::new(Kind::Exact, 3);
         h.slots = 2;
-        h.generation = 99;
+        h.stamp = IndexStamp { store_id: [7; 16], generation: 99, audit_head: 12 };
         let body = [1u8, 2, 3, 4, 5];
         save_atomically(&path, h.clone(), &[&body[..2], &body[2..]]).expect("save");
         let mut r = IndexReader::open(&path, Kind::Exact, 3).expect("open");
-        assert_eq!(r.header.generation, 99);
+        assert_eq!(r.header.stamp, IndexStamp { store_id: [7; 16], generation: 99, audit_head: 12 });
         r.expect_body(5).expect("length");
         let mut back = [0u8; 5];
         r.read_section(&mut back).expect("read");

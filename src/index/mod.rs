@@ -84,6 +84,16 @@ pub struct IndexStats {
     pub simd: SimdLevel,
 }
 
+/// Which gallery an index file was built from: the store's UUID, its change counter and its newest audit entry at
+/// the time. An index is only valid for the store it names, at exactly that generation; a store whose generation or
+/// audit head is behind the stamp's lost changes that the index saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexStamp {
+    pub store_id: [u8; 16],
+    pub generation: u64,
+    pub audit_head: u64,
+}
+
 /// Everything that can go wrong in an index operation.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -147,9 +157,9 @@ pub trait AnnIndex: Send + Sync {
     /// Sorted best first; similarities are exact f32 dot products.
     fn search(&self, query: &[f32], params: &SearchParams) -> Result<Vec<Neighbour>, IndexError>;
     fn stats(&self) -> IndexStats;
-    /// Writes the index atomically (temporary file, fsync, rename); `generation` is the gallery's change counter,
-    /// returned again by `load`.
-    fn save(&self, path: &Path, generation: u64) -> Result<(), IndexError>;
+    /// Writes the index atomically (temporary file, fsync, rename); `stamp` names the gallery store and the
+    /// generation the index was built at, returned again by `load`.
+    fn save(&self, path: &Path, stamp: IndexStamp) -> Result<(), IndexError>;
     /// Removed entries still held as tombstones (what `consolidate` would free); cheap, unlike `stats`.
     fn tombstones(&self) -> usize {
         0

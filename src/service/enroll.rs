@@ -9,7 +9,7 @@ use crate::gallery::{NewTemplate, Template};
 use crate::pipeline::AnalyzeOptions;
 use crate::quality::FaceQuality;
 
-use super::{Action, Principal, ServiceError, WatchlistService};
+use super::{Action, Permission, Principal, ServiceError, WatchlistService};
 
 /// One enrollment.
 #[derive(Debug, Clone)]
@@ -40,7 +40,8 @@ pub struct EnrollOutcome {
 
 impl WatchlistService {
     pub fn enroll(&self, request: &EnrollRequest, caller: &Principal) -> Result<EnrollOutcome, ServiceError> {
-        let subject = self.store.get_subject(request.subject_id)?;
+        caller.require(Permission::EditSubjects)?;
+        let subject = self.subject_for(request.subject_id, caller)?;
         let sha = crate::decode::sha256_hex(&request.photo);
         if self.store.has_photo(subject.id, &sha)? {
             return Err(ServiceError::DuplicatePhoto { subject_id: subject.id });
@@ -75,7 +76,7 @@ impl WatchlistService {
             quality: serde_json::to_value(face.quality).unwrap_or(serde_json::Value::Null),
             photo_sha256: analysis.photo_sha256.clone(),
             thumbnail_jpeg: thumbnail,
-            enrolled_by: caller.name.clone(),
+            enrolled_by: caller.actor(),
         };
         let template = {
             let _guard = self.write_lock.lock();

@@ -5,8 +5,12 @@ use std::path::PathBuf;
 
 use crate::decode::DecodeError;
 use crate::gallery::{ConflictKind, GalleryError};
-use crate::index::IndexError;
+use crate::index::{IndexError, IndexStamp};
 use crate::pipeline::PipelineError;
+
+use super::access::Permission;
+use super::keys::AuthFailure;
+use super::Role;
 
 /// What sort of failure, independent of transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +23,11 @@ pub enum ErrorKind {
     Unprocessable,
     Unavailable,
     Internal,
+    /// No usable credentials.
+    Unauthorized,
+    /// Credentials fine, permission lacking.
+    Forbidden,
+    TooManyRequests,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +66,61 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("audit anchor: {0}")]
+    AuditAnchor(String),
     #[error("thumbnail: cannot be encoded")]
     Thumbnail(#[source] image::ImageError),
+    #[error("{}", .0.message())]
+    Unauthenticated(AuthFailure),
+    #[error("role {role} may not {}", .permission.as_str())]
+    Forbidden { role: Role, permission: Permission },
+    #[error("this key is not allowed on watchlist {watchlist}")]
+    WatchlistForbidden { watchlist: String },
+    #[error("investigation-mode searches need a stated purpose, e.g. a case number (x-facematch-purpose)")]
+    PurposeRequired,
+    #[error("purpose must be printable text of at most {max_chars} characters")]
+    InvalidPurpose { max_chars: usize },
+    #[error("too many requests with this key; retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+    #[error("api key: the operating system's randomness failed: {0}")]
+    Randomness(String),
+    #[error("api key: hashing failed: {0}")]
+    KeyHash(String),
+    #[error("data directory {path}: cannot be written (read-only or full); the gallery needs a writable directory")]
+    DataDirUnwritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "gallery database {database} is {state} but its index file {index} exists; restore the database from a \
+         backup (facematch restore), or remove the index file to start an empty gallery"
+    )]
+    DatabaseMissing { database: PathBuf, index: PathBuf, state: &'static str },
+    #[error(
+        "gallery store is behind its index file {}: the store holds generation {} and audit entry {}, the index \
+         recorded generation {} and audit entry {}; the database file was replaced by an older copy or its WAL lost \
+         frames; restore from a backup (facematch restore), or remove the index file to accept the older gallery",
+        path.display(), store.generation, store.audit_head, index.generation, index.audit_head
+    )]
+    StoreBehindIndex { store: IndexStamp, index: IndexStamp, path: PathBuf },
+    #[error("gallery store id {id:?} is not a uuid")]
+    StoreId { id: String },
+    #[error("restore into {path}: the data directory is not empty; stop the service and pass --force to replace it")]
+    DataDirNotEmpty { path: PathBuf },
+}
+
+impl From<AuthFailure> for ServiceError {
+    fn from(failure: AuthFailure) -> ServiceError {
+        ServiceError::Unauthenticated(failure)
+    }
+}
+
+/// Whether an i/o failure means the disk or directory cannot take writes: full (ENOSPC), over quota (EDQUOT),
+/// read-only (EROFS) or not ours to write (EACCES).
+fn storage_full_or_read_only(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind as Io;
+    matches!(error.kind(), Io::StorageFull | Io::QuotaExceeded | Io::ReadOnlyFilesystem | Io::PermissionDenied)
 }
 
 impl ServiceError {
@@ -69,6 +131,9 @@ impl ServiceError {
             ServiceError::Gallery(e) => e.code(),
             ServiceError::Index(IndexError::DimensionMismatch { .. }) => "dimension_mismatch",
             ServiceError::Index(IndexError::NotUnitLength { .. } | IndexError::NotFinite { .. }) => "invalid_embedding",
+            ServiceError::Index(IndexError::Io { source, .. }) if storage_full_or_read_only(source) => {
+                "storage_unavailable"
+            }
             ServiceError::Index(_) => "index_error",
             ServiceError::NoFace => "no_face_detected",
             ServiceError::SeveralFaces { .. } => "several_faces",
@@ -82,7 +147,19 @@ impl ServiceError {
                 "calibration_invalid"
             }
             ServiceError::DataDir { .. } => "data_dir_unavailable",
-            ServiceError::Thumbnail(_) => "internal_error",
+            ServiceError::AuditAnchor(_) => "audit_anchor_mismatch",
+            ServiceError::Thumbnail(_) | ServiceError::Randomness(_) | ServiceError::KeyHash(_) => "internal_error",
+            ServiceError::Unauthenticated(failure) => failure.code(),
+            ServiceError::Forbidden { .. } => "forbidden",
+            ServiceError::WatchlistForbidden { .. } => "watchlist_forbidden",
+            ServiceError::PurposeRequired => "purpose_required",
+            ServiceError::InvalidPurpose { .. } => "invalid_purpose",
+            ServiceError::RateLimited { .. } => "rate_limited",
+            ServiceError::DataDirUnwritable { .. } => "storage_unavailable",
+            ServiceError::DatabaseMissing { .. } => "database_missing",
+            ServiceError::StoreBehindIndex { .. } => "store_behind_index",
+            ServiceError::StoreId { .. } => "store_id_invalid",
+            ServiceError::DataDirNotEmpty { .. } => "data_dir_not_empty",
         }
     }
 
@@ -91,6 +168,7 @@ impl ServiceError {
             ServiceError::Pipeline(PipelineError::Decode(d)) => match d {
                 DecodeError::TooManyBytes { .. } => ErrorKind::PayloadTooLarge,
                 DecodeError::UnsupportedFormat => ErrorKind::UnsupportedMedia,
+                DecodeError::Busy => ErrorKind::Unavailable,
                 _ => ErrorKind::Unprocessable,
             },
             ServiceError::Pipeline(_) => ErrorKind::Internal,
@@ -98,12 +176,17 @@ impl ServiceError {
                 GalleryError::NotFound { .. } => ErrorKind::NotFound,
                 GalleryError::Conflict { kind: ConflictKind::DimensionMismatch, .. } => ErrorKind::Unprocessable,
                 GalleryError::Conflict { .. } => ErrorKind::Conflict,
+                GalleryError::Invalid { kind: crate::gallery::InvalidKind::KeyName, .. } => ErrorKind::BadRequest,
                 GalleryError::Invalid { .. } => ErrorKind::Unprocessable,
+                GalleryError::StorageUnavailable { .. } => ErrorKind::Unavailable,
                 _ => ErrorKind::Internal,
             },
             ServiceError::Index(
                 IndexError::DimensionMismatch { .. } | IndexError::NotUnitLength { .. } | IndexError::NotFinite { .. },
             ) => ErrorKind::Unprocessable,
+            ServiceError::Index(IndexError::Io { source, .. }) if storage_full_or_read_only(source) => {
+                ErrorKind::Unavailable
+            }
             ServiceError::Index(_) => ErrorKind::Internal,
             ServiceError::NoFace
             | ServiceError::SeveralFaces { .. }
@@ -117,7 +200,27 @@ impl ServiceError {
             | ServiceError::Statistic(_)
             | ServiceError::ComparisonsNeedTop1 { .. }
             | ServiceError::DataDir { .. }
-            | ServiceError::Thumbnail(_) => ErrorKind::Internal,
+            | ServiceError::AuditAnchor(_)
+            | ServiceError::Thumbnail(_)
+            | ServiceError::Randomness(_)
+            | ServiceError::KeyHash(_)
+            | ServiceError::DatabaseMissing { .. }
+            | ServiceError::StoreBehindIndex { .. }
+            | ServiceError::StoreId { .. } => ErrorKind::Internal,
+            ServiceError::DataDirUnwritable { .. } => ErrorKind::Unavailable,
+            ServiceError::DataDirNotEmpty { .. } => ErrorKind::Conflict,
+            ServiceError::Unauthenticated(_) => ErrorKind::Unauthorized,
+            ServiceError::Forbidden { .. } | ServiceError::WatchlistForbidden { .. } => ErrorKind::Forbidden,
+            ServiceError::PurposeRequired | ServiceError::InvalidPurpose { .. } => ErrorKind::BadRequest,
+            ServiceError::RateLimited { .. } => ErrorKind::TooManyRequests,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, where the error says.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            ServiceError::RateLimited { retry_after_s } => Some(*retry_after_s),
+            _ => None,
         }
     }
 }

@@ -5,13 +5,20 @@
 //! write lock, so the index always equals the store at some generation. Search results are resolved against the
 //! store, so a template deleted a moment ago never appears even if a concurrent search saw it in the index.
 
+mod access;
+mod audit;
+mod audit_details;
+mod backup;
 mod bulk;
 mod calibration;
 mod enroll;
 mod error;
+mod keys;
 mod principal;
 mod records;
+mod retention;
 mod search;
+mod storage;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,20 +27,30 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+pub use access::Permission;
+pub use audit::{Adoption, AuditStatus, AuditVerdict};
+pub use backup::{backup_gallery, restore_gallery, RestoreReport};
 pub use bulk::{list_folder, BulkSummary, PhotoOutcome, PhotoStatus};
 pub use calibration::{Calibration, DecisionStatistic};
 pub use enroll::{EnrollOutcome, EnrollRequest, FaceChoice};
 pub use error::{ErrorKind, ServiceError};
+pub use keys::{validate_purpose, AccessConfig, AuthFailure, IssuedKey, KeyRequest};
 pub use principal::{Action, Principal, Role, UnknownRole};
 pub use records::{ServiceStats, WatchlistRequest};
+pub use retention::{Membership, MembershipReport};
+pub use storage::CheckpointTimer;
 pub use search::{
     Candidate, FaceSearch, FaceSummary, SearchMode, SearchRequest, SearchResult, VerifyDecision, VerifyResult,
 };
 
-use crate::gallery::{GalleryStore, SqliteStore};
-use crate::index::{AnnIndex, ExactIndex, HnswConfig, HnswIndex};
+use crate::gallery::{AuditAnchor, GalleryStore, SqliteStore};
+use crate::index::{AnnIndex, ExactIndex, HnswConfig, HnswIndex, IndexStamp};
 use crate::pipeline::FacePipeline;
 use crate::quality::QualityPolicy;
+use storage::{
+    ensure_database_beside_index, ensure_writable, format_store_id, remove_interrupted_index_saves, stamp_of,
+    store_id_bytes,
+};
 
 /// Which ANN index serves searches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +105,29 @@ pub struct GalleryConfig {
     pub default_alert_fpir: f64,
     /// Store a JPEG of the aligned face with each template, for reviewers (default true).
     pub store_thumbnails: bool,
+    /// Seconds between the server's retention sweeps, which delete subjects past their watchlist's retention
+    /// period (default 3600; the server also sweeps at start).
+    pub retention_sweep_secs: u64,
+    /// The audit anchor file: one signed line per audit entry, outside the database (default
+    /// `<data_dir>/audit-anchor.jsonl`; put it, or a copy shipped as it grows, on another volume or host).
+    pub audit_anchor: Option<PathBuf>,
+    /// The key that signs the anchor (default `<data_dir>/audit-anchor.key`, made on first start, mode 0600);
+    /// whoever can read it can forge anchor lines, so keep it where the database's other users cannot.
+    pub audit_anchor_key: Option<PathBuf>,
+    /// Open the gallery for inspection only (default false): skip the start checks against the audit anchor and
+    /// do not adopt unanchored entries, so that `facematch audit verify` reports on a gallery the service would
+    /// refuse, and changes nothing.
+    pub audit_inspection: bool,
+    /// Faces of one probe photo that are searched, the largest first (default 50): a crowd photo is answered for
+    /// its 50 largest faces, with `faces_detected` and `faces_truncated` saying so, rather than costing a search
+    /// per face without bound.
+    pub max_faces_per_photo: usize,
+    /// Seconds between folds of the database's write-ahead log into its main file while the server runs (default
+    /// 300; 0: only at shutdown). Keeps the WAL short and the main file close to complete between clean stops.
+    pub checkpoint_interval_s: u64,
+    /// Hard cap on the database file, in SQLite pages of 4 KiB (default none). A write beyond it is refused with
+    /// `storage_unavailable`, as on a full disk, and `/readyz` answers 503 until there is room.
+    pub max_db_pages: Option<u64>,
 }
 
 impl Default for GalleryConfig {
@@ -106,6 +146,13 @@ impl Default for GalleryConfig {
             max_k: 200,
             default_alert_fpir: 0.003,
             store_thumbnails: true,
+            retention_sweep_secs: 3600,
+            audit_anchor: None,
+            audit_anchor_key: None,
+            audit_inspection: false,
+            max_faces_per_photo: 50,
+            checkpoint_interval_s: 300,
+            max_db_pages: None,
         }
     }
 }
@@ -116,7 +163,7 @@ impl Default for GalleryConfig {
 pub enum IndexOrigin {
     /// From its file, which recorded the store's generation.
     Loaded,
-    /// From the store, because the file was missing, stale or unreadable.
+    /// From the store, because the file was missing, stale, unreadable or of another store.
     Rebuilt,
 }
 
@@ -125,8 +172,8 @@ pub enum IndexOrigin {
 pub struct IndexState {
     pub stats: crate::index::IndexStats,
     pub generation: u64,
-    #[schema(value_type = String)]
-    pub path: PathBuf,
+    /// The index file's name in the data directory (never its absolute path: answers do not map the server's disk).
+    pub file: String,
     pub origin: IndexOrigin,
     pub startup_ms: f64,
 }
@@ -142,25 +189,45 @@ pub struct WatchlistService {
     /// Serialises store+index changes so that the index equals the store at a known generation.
     write_lock: Mutex<()>,
     index_path: PathBuf,
+    /// The store's UUID as the index file records it.
+    store_id: [u8; 16],
     origin: IndexOrigin,
     startup_ms: f64,
+    access: AccessConfig,
+    keys: keys::KeyGate,
+    /// Signs every audit entry the store commits, outside the database.
+    anchor: Arc<AuditAnchor>,
 }
 
 impl WatchlistService {
-    /// Opens the store in `config.data_dir`, then loads the index file if it matches the store's generation or
-    /// rebuilds it from the store (and saves it).
+    /// Opens the store in `config.data_dir`, then loads the index file if it names this store at its generation,
+    /// or rebuilds it from the store (and saves it). Refuses to start on a data directory that cannot be written,
+    /// on a database that is missing beside its index file, and on a store that is behind its index file (it lost
+    /// changes): serving either would serve a partial gallery as if it were whole.
     pub fn open(pipeline: Arc<FacePipeline>, config: GalleryConfig, quality: QualityPolicy) -> Result<Self, ServiceError> {
         let started = Instant::now();
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| ServiceError::DataDir { path: config.data_dir.clone(), source })?;
-        let store: Arc<dyn GalleryStore> = Arc::new(SqliteStore::open(&config.data_dir)?);
+        ensure_writable(&config.data_dir)?;
+        ensure_database_beside_index(&config.data_dir)?;
+        remove_interrupted_index_saves(&config.data_dir);
+        let anchor = Arc::new(AuditAnchor::open(
+            &config.audit_anchor.clone().unwrap_or_else(|| config.data_dir.join("audit-anchor.jsonl")),
+            &config.audit_anchor_key.clone().unwrap_or_else(|| config.data_dir.join("audit-anchor.key")),
+        )?);
+        let store: Arc<dyn GalleryStore> = Arc::new(SqliteStore::open(&config.data_dir)?.with_anchor(anchor.clone()));
+        store.cap_size(config.max_db_pages)?;
+        if !config.audit_inspection {
+            audit::check_anchor(&*store, &anchor)?;
+        }
+        let store_id = store_id_bytes(&store.store_id()?)?;
         let manifest = pipeline.recognizer().manifest();
         let calibration = manifest.calibration.as_ref().map(Calibration::from_spec).transpose()?;
         let model_id = manifest.id.clone();
         let dimension = pipeline.recognizer().dimension();
         store.bind_model(&model_id, dimension, &manifest.template_fingerprint())?;
         let index_path = config.data_dir.join(format!("index-{model_id}-{}.bin", kind_name(config.index)));
-        let (index, origin) = open_index(&*store, &model_id, dimension, &config, &index_path)?;
+        let (index, origin) = open_index(&*store, store_id, &model_id, dimension, &config, &index_path)?;
         let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(templates = index.len(), ?origin, startup_ms, "gallery ready");
         Ok(WatchlistService {
@@ -172,9 +239,23 @@ impl WatchlistService {
             config,
             write_lock: Mutex::new(()),
             index_path,
+            store_id,
             origin,
             startup_ms,
+            access: AccessConfig::default(),
+            keys: keys::KeyGate::default(),
+            anchor,
         })
+    }
+
+    /// Sets the per-key rate limits and what answers without a key.
+    pub fn with_access(mut self, access: AccessConfig) -> Self {
+        self.access = access;
+        self
+    }
+
+    pub fn access(&self) -> &AccessConfig {
+        &self.access
     }
 
     pub fn pipeline(&self) -> &Arc<FacePipeline> {
@@ -194,7 +275,7 @@ impl WatchlistService {
         Ok(IndexState {
             stats: self.index.stats(),
             generation: self.store.generation()?,
-            path: self.index_path.clone(),
+            file: self.index_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             origin: self.origin,
             startup_ms: self.startup_ms,
         })
@@ -204,9 +285,10 @@ impl WatchlistService {
     /// rebuilding).
     pub fn persist_index(&self) -> Result<(), ServiceError> {
         let _guard = self.write_lock.lock();
-        let generation = self.store.generation()?;
-        self.index.save(&self.index_path, generation)?;
-        tracing::info!(generation, path = %self.index_path.display(), "index saved");
+        let stamp = stamp_of(&*self.store, self.store_id, self.store.generation()?)?;
+        tracing::debug!(path = %self.index_path.display(), "saving index");
+        self.index.save(&self.index_path, stamp)?;
+        tracing::info!(generation = stamp.generation, path = %self.index_path.display(), "index saved");
         Ok(())
     }
 
@@ -257,21 +339,37 @@ fn exact_options(index: ExactIndex, config: &GalleryConfig) -> ExactIndex {
 
 fn open_index(
     store: &dyn GalleryStore,
+    store_id: [u8; 16],
     model_id: &str,
     dimension: usize,
     config: &GalleryConfig,
     path: &Path,
 ) -> Result<(Arc<dyn AnnIndex>, IndexOrigin), ServiceError> {
-    let current = store.generation()?;
+    let current = stamp_of(store, store_id, store.generation()?)?;
     if path.is_file() {
-        let loaded: Result<(Arc<dyn AnnIndex>, u64), _> = match config.index {
+        let loaded: Result<(Arc<dyn AnnIndex>, IndexStamp), _> = match config.index {
             IndexKind::Hnsw => HnswIndex::load(path, dimension).map(|(i, g)| (Arc::new(i) as Arc<dyn AnnIndex>, g)),
             IndexKind::Exact => ExactIndex::load(path, dimension)
                 .map(|(i, g)| (Arc::new(exact_options(i, config)) as Arc<dyn AnnIndex>, g)),
         };
         match loaded {
-            Ok((index, generation)) if generation == current => return Ok((index, IndexOrigin::Loaded)),
-            Ok((_, generation)) => tracing::warn!(generation, current, "index file is stale; rebuilding from the store"),
+            Ok((_, stamp)) if stamp.store_id != store_id => tracing::warn!(
+                path = %path.display(),
+                index_store = %format_store_id(&stamp.store_id),
+                store = %format_store_id(&store_id),
+                "index file belongs to another gallery store (copied from elsewhere?); rebuilding from this store"
+            ),
+            // The index saw changes or audit entries the store no longer has: the store lost committed work, and
+            // serving it would serve a partial gallery as if it were whole.
+            Ok((_, stamp)) if stamp.generation > current.generation || stamp.audit_head > current.audit_head => {
+                return Err(ServiceError::StoreBehindIndex { store: current, index: stamp, path: path.to_owned() })
+            }
+            Ok((index, stamp)) if stamp.generation == current.generation => return Ok((index, IndexOrigin::Loaded)),
+            Ok((_, stamp)) => tracing::warn!(
+                generation = stamp.generation,
+                current = current.generation,
+                "index file is stale; rebuilding from the store"
+            ),
             Err(error) => tracing::warn!(error = %error, "index file unreadable; rebuilding from the store"),
         }
     }
@@ -284,6 +382,6 @@ fn open_index(
         items.push((key as u64, label, embedding.to_vec()));
     })?;
     index.insert_batch(&items)?;
-    index.save(path, generation)?;
+    index.save(path, IndexStamp { generation, ..current })?;
     Ok((index, IndexOrigin::Rebuilt))
 }

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::gallery::AuditEntry;
 
-/// The roles a caller can act in. The service itself acts as `System` (start-up, migrations).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The roles a caller can act in; what each may do is `Role::may` (service/access.rs). The service itself acts as
+/// `System` (expiry sweeps, start-up); no key can hold that role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Identification-mode searches and 1:1 verification at a border checkpoint.
@@ -24,20 +25,13 @@ pub enum Role {
     Auditor,
     /// The service itself.
     System,
-    /// A caller that named no role.
-    Unauthenticated,
 }
 
 impl Role {
-    pub const ALL: [Role; 7] = [
-        Role::Checkpoint,
-        Role::Investigator,
-        Role::Enroller,
-        Role::Admin,
-        Role::Auditor,
-        Role::System,
-        Role::Unauthenticated,
-    ];
+    pub const ALL: [Role; 6] = [Role::Checkpoint, Role::Investigator, Role::Enroller, Role::Admin, Role::Auditor, Role::System];
+
+    /// The roles an API key can hold.
+    pub const KEY_ROLES: [Role; 5] = [Role::Checkpoint, Role::Investigator, Role::Enroller, Role::Admin, Role::Auditor];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -47,7 +41,6 @@ impl Role {
             Role::Admin => "admin",
             Role::Auditor => "auditor",
             Role::System => "system",
-            Role::Unauthenticated => "unauthenticated",
         }
     }
 }
@@ -71,29 +64,50 @@ impl FromStr for Role {
     }
 }
 
-/// The caller of a core operation: recorded with every search, view and change.
+/// The caller of a core operation: an authenticated API key (`WatchlistService::authenticate`), the operator of
+/// the data directory on the command line, or the service itself. Recorded with every search, view and change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
+    /// The key's name, or the operator's.
     pub name: String,
+    /// The key's public id; `None` for the operator and the service.
+    pub key_id: Option<String>,
     pub role: Role,
-    /// Why, e.g. a case number.
+    /// The watchlists this caller may touch; `None` means all.
+    pub watchlists: Option<Vec<String>>,
+    /// Why, e.g. a case number. Required for investigation-mode searches.
     pub purpose: Option<String>,
 }
 
 impl Principal {
-    pub fn new(name: impl Into<String>, role: Role, purpose: Option<String>) -> Principal {
-        Principal { name: name.into(), role, purpose }
+    /// The holder of an API key.
+    pub fn key_holder(key_id: &str, name: &str, role: Role, watchlists: Option<Vec<String>>, purpose: Option<String>) -> Principal {
+        Principal { name: name.to_owned(), key_id: Some(key_id.to_owned()), role, watchlists, purpose }
+    }
+
+    /// Whoever runs `facematch` on the data directory itself (key management, backups): anyone who can write the
+    /// database file can do anything, so the command line only records who it was.
+    pub fn operator(user: &str, purpose: Option<String>) -> Principal {
+        Principal { name: format!("operator:{user}"), key_id: None, role: Role::Admin, watchlists: None, purpose }
     }
 
     /// The service acting on its own behalf.
     pub fn system(purpose: &str) -> Principal {
-        Principal::new("facematch", Role::System, Some(purpose.to_owned()))
+        Principal { name: "facematch".into(), key_id: None, role: Role::System, watchlists: None, purpose: Some(purpose.to_owned()) }
+    }
+
+    /// As the audit trail names this caller: the key's name and public id, e.g. `desk 3 (1f0c9a2b7d4e)`.
+    pub fn actor(&self) -> String {
+        match &self.key_id {
+            Some(id) => format!("{} ({id})", self.name),
+            None => self.name.clone(),
+        }
     }
 
     /// The audit entry of `action` on `target` by this caller.
     pub fn entry(&self, action: Action, target: Option<String>, details: serde_json::Value) -> AuditEntry {
         AuditEntry {
-            actor: self.name.clone(),
+            actor: self.actor(),
             role: self.role.as_str().to_owned(),
             action: action.as_str().to_owned(),
             purpose: self.purpose.clone(),
@@ -117,6 +131,18 @@ pub enum Action {
     ViewThumbnail,
     Search,
     Verify,
+    CreateKey,
+    RevokeKey,
+    RotateKey,
+    ExpireSubject,
+    /// The audit anchor was started on an existing trail.
+    AnchorStarted,
+    /// A start found audit entries the anchor lacked and anchored them (a crash, or entries written behind the
+    /// service's back): recorded so an auditor reviews them.
+    AdoptUnanchored,
+    UpdateWatchlist,
+    Backup,
+    Restore,
 }
 
 impl Action {
@@ -132,6 +158,15 @@ impl Action {
             Action::ViewThumbnail => "view_thumbnail",
             Action::Search => "search",
             Action::Verify => "verify",
+            Action::CreateKey => "create_key",
+            Action::RevokeKey => "revoke_key",
+            Action::RotateKey => "rotate_key",
+            Action::ExpireSubject => "expire_subject",
+            Action::AnchorStarted => "anchor_started",
+            Action::AdoptUnanchored => "adopt_unanchored",
+            Action::UpdateWatchlist => "update_watchlist",
+            Action::Backup => "backup",
+            Action::Restore => "restore",
         }
     }
 }

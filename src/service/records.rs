@@ -5,11 +5,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::gallery::{
-    AuditRecord, Entity, GalleryError, GalleryStats, NewSubject, NewWatchlist, Page, Subject, SubjectPatch,
+    Entity, GalleryError, GalleryStats, NewSubject, NewWatchlist, Page, Subject, SubjectPatch,
     SubjectQuery, Template, Watchlist,
 };
 
-use super::{Action, IndexState, Principal, ServiceError, WatchlistService};
+use super::{Action, IndexState, Permission, Principal, ServiceError, WatchlistService};
 
 /// A watchlist to create; the alert FPIR defaults to `gallery.default_alert_fpir`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -19,6 +19,9 @@ pub struct WatchlistRequest {
     #[serde(default)]
     pub description: String,
     pub alert_fpir: Option<f64>,
+    /// Days a subject stays after its record last changed (default: kept until deleted).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
 }
 
 /// Gallery and index figures for `/v1/stats`.
@@ -39,26 +42,38 @@ fn template_target(subject_id: i64, template_id: i64) -> Option<String> {
 
 impl WatchlistService {
     pub fn create_watchlist(&self, request: WatchlistRequest, caller: &Principal) -> Result<Watchlist, ServiceError> {
+        caller.require(Permission::ManageWatchlists)?;
+        caller.require_watchlist(&request.name)?;
         let new = NewWatchlist {
             name: request.name,
             description: request.description,
             alert_fpir: request.alert_fpir.unwrap_or(self.config.default_alert_fpir),
+            retention_days: request.retention_days,
         };
         Ok(self.store.create_watchlist(new, &|w: &Watchlist| {
-            caller.entry(Action::CreateWatchlist, Some(format!("watchlist/{}", w.name)), json!({ "alert_fpir": w.alert_fpir }))
+            let details = json!({ "alert_fpir": w.alert_fpir, "retention_days": w.retention_days });
+            caller.entry(Action::CreateWatchlist, Some(format!("watchlist/{}", w.name)), details)
         })?)
     }
 
-    pub fn list_watchlists(&self, _caller: &Principal) -> Result<Vec<Watchlist>, ServiceError> {
-        Ok(self.store.list_watchlists()?)
+    /// The watchlists the caller's key may touch.
+    pub fn list_watchlists(&self, caller: &Principal) -> Result<Vec<Watchlist>, ServiceError> {
+        caller.require(Permission::ReadWatchlists)?;
+        let mut watchlists = self.store.list_watchlists()?;
+        watchlists.retain(|w| caller.sees(&w.name));
+        Ok(watchlists)
     }
 
-    pub fn get_watchlist(&self, name: &str, _caller: &Principal) -> Result<Watchlist, ServiceError> {
+    pub fn get_watchlist(&self, name: &str, caller: &Principal) -> Result<Watchlist, ServiceError> {
+        caller.require(Permission::ReadWatchlists)?;
+        caller.require_watchlist(name)?;
         Ok(self.store.get_watchlist(name)?)
     }
 
     /// Refuses a watchlist that still has subjects.
     pub fn delete_watchlist(&self, name: &str, caller: &Principal) -> Result<(), ServiceError> {
+        caller.require(Permission::ManageWatchlists)?;
+        caller.require_watchlist(name)?;
         let entry = caller.entry(Action::DeleteWatchlist, Some(format!("watchlist/{name}")), json!({}));
         Ok(self.store.delete_watchlist(name, entry)?)
     }
@@ -70,10 +85,11 @@ impl WatchlistService {
         description: String,
         caller: &Principal,
     ) -> Result<Watchlist, ServiceError> {
+        caller.require_watchlist(name)?;
         match self.store.get_watchlist(name) {
             Ok(watchlist) => Ok(watchlist),
             Err(GalleryError::NotFound { .. }) => {
-                let request = WatchlistRequest { name: name.to_owned(), description, alert_fpir: None };
+                let request = WatchlistRequest { name: name.to_owned(), description, alert_fpir: None, retention_days: None };
                 self.create_watchlist(request, caller)
             }
             Err(e) => Err(e.into()),
@@ -81,6 +97,8 @@ impl WatchlistService {
     }
 
     pub fn create_subject(&self, new: NewSubject, caller: &Principal) -> Result<Subject, ServiceError> {
+        caller.require(Permission::EditSubjects)?;
+        caller.require_watchlist(&new.watchlist)?;
         Ok(self.store.create_subject(new, &|s: &Subject| {
             caller.entry(Action::CreateSubject, subject_target(s.id), json!({ "watchlist": s.watchlist }))
         })?)
@@ -88,6 +106,8 @@ impl WatchlistService {
 
     /// The subject with this external reference in the watchlist, created (and audited) when there is none.
     pub(super) fn ensure_subject(&self, new: NewSubject, caller: &Principal) -> Result<Subject, ServiceError> {
+        caller.require(Permission::EditSubjects)?;
+        caller.require_watchlist(&new.watchlist)?;
         if let Some(reference) = &new.external_ref {
             if let Some(subject) = self.store.find_subject_by_external_ref(&new.watchlist, reference)? {
                 return Ok(subject);
@@ -96,21 +116,41 @@ impl WatchlistService {
         self.create_subject(new, caller)
     }
 
-    pub fn list_subjects(&self, query: &SubjectQuery, _caller: &Principal) -> Result<Page<Subject>, ServiceError> {
-        Ok(self.store.list_subjects(query)?)
+    /// Subjects of the watchlists the caller's key may touch.
+    pub fn list_subjects(&self, query: &SubjectQuery, caller: &Principal) -> Result<Page<Subject>, ServiceError> {
+        caller.require(Permission::ReadSubjects)?;
+        if let Some(name) = &query.watchlist {
+            caller.require_watchlist(name)?;
+        }
+        let query = SubjectQuery { within: caller.watchlists.clone(), ..query.clone() };
+        Ok(self.store.list_subjects(&query)?)
     }
 
-    pub fn get_subject(&self, id: i64, _caller: &Principal) -> Result<Subject, ServiceError> {
-        Ok(self.store.get_subject(id)?)
+    pub fn get_subject(&self, id: i64, caller: &Principal) -> Result<Subject, ServiceError> {
+        caller.require(Permission::ReadSubjects)?;
+        self.subject_for(id, caller)
+    }
+
+    /// The subject, if the caller's key may touch its watchlist (checked before anything about it is disclosed).
+    pub(super) fn subject_for(&self, id: i64, caller: &Principal) -> Result<Subject, ServiceError> {
+        let subject = self.store.get_subject(id)?;
+        caller.require_watchlist(&subject.watchlist)?;
+        Ok(subject)
     }
 
     /// The subject's templates (metadata only: never embeddings).
-    pub fn list_templates(&self, subject_id: i64, _caller: &Principal) -> Result<Vec<Template>, ServiceError> {
+    pub fn list_templates(&self, subject_id: i64, caller: &Principal) -> Result<Vec<Template>, ServiceError> {
+        caller.require(Permission::ReadSubjects)?;
+        self.subject_for(subject_id, caller)?;
         Ok(self.store.list_templates(subject_id)?)
     }
 
     /// Updates a subject; moving it to another watchlist relabels its templates in the index.
     pub fn update_subject(&self, id: i64, patch: SubjectPatch, caller: &Principal) -> Result<Subject, ServiceError> {
+        caller.require(Permission::EditSubjects)?;
+        if let Some(name) = &patch.watchlist {
+            caller.require_watchlist(name)?;
+        }
         let changed: Vec<&str> = [
             ("display_name", patch.display_name.is_some()),
             ("external_ref", patch.external_ref.is_some()),
@@ -121,7 +161,7 @@ impl WatchlistService {
         .filter_map(|(field, set)| set.then_some(field))
         .collect();
         let _guard = self.write_lock.lock();
-        let before = self.store.get_subject(id)?;
+        let before = self.subject_for(id, caller)?;
         let subject = self.store.update_subject(id, patch, &|s: &Subject| {
             let details = json!({ "fields": changed, "watchlist": s.watchlist, "from_watchlist": before.watchlist });
             caller.entry(Action::UpdateSubject, subject_target(id), details)
@@ -139,9 +179,12 @@ impl WatchlistService {
 
     /// Deletes a subject with its templates and thumbnails; returns the template ids removed.
     pub fn delete_subject(&self, id: i64, caller: &Principal) -> Result<Vec<i64>, ServiceError> {
+        caller.require(Permission::EditSubjects)?;
+        let subject = self.subject_for(id, caller)?;
         let _guard = self.write_lock.lock();
         let removed = self.store.delete_subject(id, &|templates: &[i64]| {
-            caller.entry(Action::DeleteSubject, subject_target(id), json!({ "templates": templates }))
+            let details = json!({ "watchlist": subject.watchlist, "templates": templates });
+            caller.entry(Action::DeleteSubject, subject_target(id), details)
         })?;
         for key in &removed {
             self.index.remove(*key as u64)?;
@@ -152,6 +195,8 @@ impl WatchlistService {
 
     /// Deletes one template of a subject; `template_not_found` when the subject has no such template.
     pub fn delete_template(&self, subject_id: i64, template_id: i64, caller: &Principal) -> Result<(), ServiceError> {
+        caller.require(Permission::EditSubjects)?;
+        self.subject_for(subject_id, caller)?;
         let _guard = self.write_lock.lock();
         let entry = caller.entry(Action::DeleteTemplate, template_target(subject_id, template_id), json!({}));
         if !self.store.delete_template(subject_id, template_id, entry)? {
@@ -165,6 +210,8 @@ impl WatchlistService {
     /// The JPEG of an enrolled face, for a person comparing it with a probe: a view of a subject's photo, audited.
     /// `Ok(None)` when the template was enrolled without one.
     pub fn thumbnail(&self, subject_id: i64, template_id: i64, caller: &Principal) -> Result<Option<Vec<u8>>, ServiceError> {
+        caller.require(Permission::ViewPhotos)?;
+        self.subject_for(subject_id, caller)?;
         let owner = self.store.template_owners(&[template_id])?;
         if owner.get(&template_id).map(|o| o.subject_id) != Some(subject_id) {
             return Err(GalleryError::not_found(Entity::Template, template_id).into());
@@ -180,17 +227,8 @@ impl WatchlistService {
         Ok(jpeg)
     }
 
-    pub fn stats(&self, _caller: &Principal) -> Result<ServiceStats, ServiceError> {
+    pub fn stats(&self, caller: &Principal) -> Result<ServiceStats, ServiceError> {
+        caller.require(Permission::ReadStats)?;
         Ok(ServiceStats { model: self.model_id().to_owned(), gallery: self.store.stats()?, index: self.index_state()? })
-    }
-
-    /// Newest first; `page` is 1-based.
-    pub fn list_audit(&self, page: usize, per_page: usize, _caller: &Principal) -> Result<Page<AuditRecord>, ServiceError> {
-        Ok(self.store.list_audit(page, per_page)?)
-    }
-
-    /// Checks the whole audit chain; returns the rows checked, or names the first broken row.
-    pub fn verify_audit(&self, _caller: &Principal) -> Result<usize, ServiceError> {
-        Ok(self.store.verify_audit_chain()?)
     }
 }

@@ -12,7 +12,7 @@ use crate::index::{LabelFilter, Neighbour, SearchParams};
 use crate::pipeline::{Analysis, AnalyzeOptions, AnalyzedFace, StageTimings};
 use crate::quality::FaceQuality;
 
-use super::{Action, Principal, ServiceError, WatchlistService};
+use super::{Action, Permission, Principal, ServiceError, WatchlistService};
 
 /// NIST FRTE search modes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -99,6 +99,10 @@ pub struct SearchResult {
     pub gallery_templates: usize,
     pub decision_statistic: super::DecisionStatistic,
     pub faces: Vec<FaceSearch>,
+    /// Faces found in the photo; more than `faces` holds when it held more than `gallery.max_faces_per_photo`.
+    pub faces_detected: usize,
+    /// Whether only the largest `gallery.max_faces_per_photo` faces were searched.
+    pub faces_truncated: bool,
     pub timings_ms: StageTimings,
     pub search_ms: f64,
 }
@@ -140,19 +144,38 @@ pub struct VerifyResult {
 impl WatchlistService {
     /// Searches every face of a photo.
     pub fn search_photo(&self, photo: &[u8], request: &SearchRequest, caller: &Principal) -> Result<SearchResult, ServiceError> {
-        let analysis = self.analyze_probe(photo, request)?;
+        let analysis = self.analyze_probe(photo, request, caller)?;
         self.search_analysis(analysis, request, caller)
+    }
+
+    /// The search the caller may make: the mode's permission, a stated purpose for investigation mode, and the
+    /// watchlists narrowed to the caller's key. Checked before any photo is analysed.
+    pub fn authorize_search(&self, request: &SearchRequest, caller: &Principal) -> Result<SearchRequest, ServiceError> {
+        match request.mode {
+            SearchMode::Identification => caller.require(Permission::SearchIdentification)?,
+            SearchMode::Investigation => {
+                caller.require(Permission::SearchInvestigation)?;
+                if caller.purpose.is_none() {
+                    return Err(ServiceError::PurposeRequired);
+                }
+            }
+        }
+        let watchlists = caller.search_scope(request.watchlists.as_deref())?;
+        Ok(SearchRequest { watchlists, ..request.clone() })
     }
 
     /// The CPU-heavy half of [`Self::search_photo`]: faces, quality and embeddings of the probe photo. The HTTP
     /// layer runs it on an analysis thread and the rest (index, store reads, audit commit) on the blocking pool, so
     /// an analysis thread never idles on the audit's disk sync while photos wait (measured: research/README.md).
-    pub fn analyze_probe(&self, photo: &[u8], request: &SearchRequest) -> Result<Analysis, ServiceError> {
-        Ok(self.pipeline.analyze_bytes(photo, AnalyzeOptions { min_face_px: request.min_face_px, max_faces: Some(64) })?)
+    pub fn analyze_probe(&self, photo: &[u8], request: &SearchRequest, caller: &Principal) -> Result<Analysis, ServiceError> {
+        self.authorize_search(request, caller)?;
+        let options = AnalyzeOptions { min_face_px: request.min_face_px, max_faces: Some(self.config.max_faces_per_photo.max(1)) };
+        Ok(self.pipeline.analyze_bytes(photo, options)?)
     }
 
     /// The light half of [`Self::search_photo`]: candidates for every face of an analysed probe, audited.
     pub fn search_analysis(&self, analysis: Analysis, request: &SearchRequest, caller: &Principal) -> Result<SearchResult, ServiceError> {
+        let request = &self.authorize_search(request, caller)?;
         let started = Instant::now();
         let context = self.search_context(request)?;
         let mut faces = Vec::with_capacity(analysis.faces.len());
@@ -171,7 +194,10 @@ impl WatchlistService {
             let candidates = self.candidates(&face.embedding.values, request, &context)?;
             faces.push(FaceSearch { face: Some(face.into()), searched: true, skipped_reason: None, candidates });
         }
-        self.finish_search(caller, request, &context, faces, analysis.timings, started, Some(&analysis.photo_sha256))
+        let mut result = self.finish_search(caller, request, &context, faces, analysis.timings, started, Some(&analysis.photo_sha256))?;
+        result.faces_detected = analysis.faces_detected.max(result.faces.len());
+        result.faces_truncated = result.faces_detected > result.faces.len();
+        Ok(result)
     }
 
     /// Searches with an embedding the caller already has (it must come from the service's model).
@@ -181,6 +207,7 @@ impl WatchlistService {
         request: &SearchRequest,
         caller: &Principal,
     ) -> Result<SearchResult, ServiceError> {
+        let request = &self.authorize_search(request, caller)?;
         let query = self.checked_embedding(embedding)?;
         let started = Instant::now();
         let context = self.search_context(request)?;
@@ -209,6 +236,8 @@ impl WatchlistService {
             model_id: self.model_id().to_string(),
             gallery_templates: context.gallery_size,
             decision_statistic: self.statistic(),
+            faces_detected: faces.len(),
+            faces_truncated: false,
             faces,
             timings_ms,
             search_ms,
@@ -217,6 +246,7 @@ impl WatchlistService {
 
     /// 1:1: the largest face of each photo.
     pub fn verify_photos(&self, a: &[u8], b: &[u8], caller: &Principal) -> Result<VerifyResult, ServiceError> {
+        caller.require(Permission::Verify)?;
         let ea = self.probe_embedding(a)?;
         let eb = self.probe_embedding(b)?;
         let similarity = ea.similarity(&eb).ok_or(ServiceError::InvalidEmbedding)?;
@@ -231,6 +261,8 @@ impl WatchlistService {
 
     /// 1:1: the largest face of the photo against a subject's best template.
     pub fn verify_subject(&self, photo: &[u8], subject_id: i64, caller: &Principal) -> Result<VerifyResult, ServiceError> {
+        caller.require(Permission::Verify)?;
+        self.subject_for(subject_id, caller)?;
         let templates = self.store.subject_embeddings(subject_id, self.model_id())?;
         let probe = self.probe_embedding(photo)?;
         let best = templates
@@ -450,19 +482,7 @@ impl WatchlistService {
         faces: &[FaceSearch],
         photo_sha256: Option<&str>,
     ) -> Result<i64, ServiceError> {
-        let candidates: Vec<Vec<i64>> = faces.iter().map(|f| f.candidates.iter().map(|c| c.subject_id).collect()).collect();
-        self.audit_use(caller.entry(
-            Action::Search,
-            None,
-            serde_json::json!({
-                "mode": request.mode,
-                "watchlists": request.watchlists,
-                "k": request.k,
-                "faces": faces.len(),
-                "candidates": candidates,
-                "photo_sha256": photo_sha256,
-            }),
-        ))
+        self.audit_use(caller.entry(Action::Search, None, super::audit_details::search_details(request, faces, photo_sha256)))
     }
 }
 

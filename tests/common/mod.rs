@@ -2,6 +2,9 @@
 //! (never skip) when it is missing, so CI cannot pass without the data.
 #![allow(dead_code)]
 
+pub mod corpus;
+pub mod process;
+
 use std::path::PathBuf;
 
 use facematch::config::Config;
@@ -68,10 +71,13 @@ pub fn deepface_photos() -> Vec<String> {
     out
 }
 
-/// A real server on 127.0.0.1:0 over a data directory, stopped (gracefully) on drop.
+/// A real server on 127.0.0.1:0 over a data directory, stopped (gracefully) on drop, with one API key per role.
 pub struct TestServer {
     pub base: String,
     pub data_dir: PathBuf,
+    /// The service the server runs, for what no route does (a retention sweep at a chosen time).
+    pub service: std::sync::Arc<facematch::service::WatchlistService>,
+    keys: std::collections::HashMap<facematch::service::Role, String>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
@@ -84,11 +90,25 @@ impl TestServer {
 
     /// A server with these gallery settings (`gallery.data_dir` is the data directory).
     pub fn start_with(gallery: facematch::service::GalleryConfig, server: facematch::http::ServerConfig) -> TestServer {
+        TestServer::start_with_access(gallery, server, test_access())
+    }
+
+    /// A server with these gallery and access settings.
+    pub fn start_with_access(
+        gallery: facematch::service::GalleryConfig,
+        server: facematch::http::ServerConfig,
+        access: facematch::service::AccessConfig,
+    ) -> TestServer {
         use std::sync::Arc;
         let data_dir = gallery.data_dir.clone();
         let config = config_for("face-reid-retail-0095");
         let pipeline = Arc::new(pipeline("face-reid-retail-0095"));
-        let service = Arc::new(facematch::service::WatchlistService::open(pipeline, gallery, config.quality).expect("service opens"));
+        let service = facematch::service::WatchlistService::open(pipeline, gallery, config.quality)
+            .expect("service opens")
+            .with_access(access);
+        let keys = mint_keys(&service);
+        let service = Arc::new(service);
+        let shared = service.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let handle = std::thread::spawn(move || {
@@ -105,11 +125,25 @@ impl TestServer {
             });
         });
         let addr = addr_rx.recv().expect("server bound");
-        TestServer { base: format!("http://{addr}"), data_dir, shutdown: Some(tx), handle: Some(handle) }
+        TestServer { base: format!("http://{addr}"), data_dir, service: shared, keys, shutdown: Some(tx), handle: Some(handle) }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The server's API key for `role`.
+    pub fn key(&self, role: facematch::service::Role) -> &str {
+        &self.keys[&role]
+    }
+
+    /// A client that sends the key of `role` and a stated purpose with every request.
+    pub fn client(&self, role: facematch::service::Role) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let bearer = format!("Bearer {}", self.key(role));
+        headers.insert(reqwest::header::AUTHORIZATION, reqwest::header::HeaderValue::from_str(&bearer).unwrap());
+        headers.insert("x-facematch-purpose", reqwest::header::HeaderValue::from_static("case 2026/114"));
+        reqwest::Client::builder().default_headers(headers).build().unwrap()
     }
 
     pub fn stop(mut self) {
@@ -141,4 +175,62 @@ pub fn photo_form(fields: &[(&str, &std::path::Path)]) -> reqwest::multipart::Fo
         form = form.part(name.to_string(), part);
     }
     form
+}
+
+/// Rate limits no functional test reaches; the limits themselves are tested on their own.
+pub fn test_access() -> facematch::service::AccessConfig {
+    facematch::service::AccessConfig { rate_per_second: 10_000.0, rate_burst: 10_000.0, ..Default::default() }
+}
+
+/// One key per role a key can hold, made by the data directory's operator as `facematch keys create` makes them.
+pub fn mint_keys(
+    service: &facematch::service::WatchlistService,
+) -> std::collections::HashMap<facematch::service::Role, String> {
+    use facematch::service::{KeyRequest, Principal, Role};
+    let operator = Principal::operator("tests", Some("test keys".into()));
+    Role::KEY_ROLES
+        .into_iter()
+        .map(|role| {
+            let request = KeyRequest { name: format!("test {role}"), role, watchlists: None, expires_at: None };
+            (role, service.create_key(request, &operator).expect("key made").secret)
+        })
+        .collect()
+}
+
+/// A key for `role` made with `facematch keys create` on `data_dir`, as a site makes its first keys.
+pub fn cli_key(data_dir: &std::path::Path, role: &str) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_facematch"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["keys", "create", "--name", &format!("test {role}"), "--role", role, "--data-dir"])
+        .arg(data_dir)
+        .env("FACEMATCH_LOG", "warn")
+        .output()
+        .expect("the facematch binary runs");
+    assert!(output.status.success(), "keys create: {}", String::from_utf8_lossy(&output.stderr));
+    let issued: serde_json::Value = serde_json::from_slice(&output.stdout).expect("keys create prints JSON");
+    issued["secret"].as_str().expect("the secret is shown once").to_owned()
+}
+
+/// A client that sends `key` with every request.
+pub fn client_with(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
+/// A role whose key may use `method path`: the one tests send when the role itself is not what they test.
+pub fn role_for(method: &reqwest::Method, path: &str) -> facematch::service::Role {
+    use facematch::service::Role;
+    let changes = *method != reqwest::Method::GET;
+    if path.starts_with("/v1/search") || path.starts_with("/v1/verify") {
+        Role::Investigator
+    } else if path.starts_with("/v1/subjects") {
+        Role::Enroller
+    } else if path.starts_with("/v1/audit") {
+        Role::Auditor
+    } else if path.starts_with("/v1/watchlists") && !changes {
+        Role::Checkpoint
+    } else {
+        Role::Admin
+    }
 }

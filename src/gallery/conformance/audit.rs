@@ -13,7 +13,7 @@ use super::{
 };
 use crate::gallery::audit::{GENESIS_HASH, MAX_DETAILS_BYTES};
 use crate::gallery::error::GalleryError;
-use crate::gallery::model::{AuditEntry, Subject, SubjectPatch, Template, Watchlist};
+use crate::gallery::model::{AuditEntry, AuditQuery, Subject, SubjectPatch, Template, Watchlist};
 use crate::gallery::store::GalleryStore;
 
 /// Entries every store must refuse, named for failure messages: one with a blank actor, and one whose details are
@@ -47,7 +47,7 @@ pub(crate) fn the_audit_chain_links_every_entry_and_lists_newest_first(store: &d
     );
     assert_eq!(store.verify_audit_chain().expect("intact"), 5);
 
-    let page = store.list_audit(1, 2).expect("page");
+    let page = store.list_audit(&AuditQuery::page(1, 2)).expect("page");
     assert_eq!(page.total, 5);
     assert_eq!(
         page.items
@@ -60,7 +60,7 @@ pub(crate) fn the_audit_chain_links_every_entry_and_lists_newest_first(store: &d
     assert_eq!(page.items[0].prev_hash, page.items[1].hash);
     assert_eq!(
         page.items[1].prev_hash,
-        store.list_audit(2, 2).expect("page").items[0].hash
+        store.list_audit(&AuditQuery::page(2, 2)).expect("page").items[0].hash
     );
     assert_eq!(
         page.items[0].entry,
@@ -68,7 +68,7 @@ pub(crate) fn the_audit_chain_links_every_entry_and_lists_newest_first(store: &d
         "details round trip exactly"
     );
     humantime::parse_rfc3339(&page.items[0].at).expect("at is RFC 3339");
-    let oldest = store.list_audit(3, 2).expect("last page");
+    let oldest = store.list_audit(&AuditQuery::page(3, 2)).expect("last page");
     assert_eq!(oldest.items.len(), 1);
     assert_eq!(oldest.items[0].id, ids[0]);
     assert_eq!(oldest.items[0].prev_hash, GENESIS_HASH);
@@ -87,7 +87,7 @@ pub(crate) fn the_audit_chain_links_every_entry_and_lists_newest_first(store: &d
 /// Checks that the change just made appended exactly one entry, the one its closure made from `expected`'s
 /// source, and returns the new count.
 fn assert_one_appended(store: &dyn GalleryStore, before: usize, expected: &AuditEntry) -> usize {
-    let newest = store.list_audit(1, 1).expect("audit listed");
+    let newest = store.list_audit(&AuditQuery::page(1, 1)).expect("audit listed");
     assert_eq!(
         newest.total,
         before + 1,
@@ -126,7 +126,7 @@ pub(crate) fn every_change_appends_exactly_one_audit_entry_in_its_transaction(
         .expect("created");
     // The entry names the id the store assigned, so it was made inside the change, not before it.
     assert_eq!(
-        store.list_audit(1, 1).expect("audit").items[0].entry.target,
+        store.list_audit(&AuditQuery::page(1, 1)).expect("audit").items[0].entry.target,
         Some(format!("subject/{}", jane.id))
     );
     count = assert_one_appended(store, count, &subject_created(&jane));

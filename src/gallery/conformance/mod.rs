@@ -7,6 +7,8 @@
 mod audit;
 mod concurrency;
 mod records;
+mod retention;
+mod storage;
 mod templates;
 
 use rand::Rng;
@@ -15,13 +17,13 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::model::{
-    AuditEntry, AuditRecord, GalleryStats, NewSubject, NewTemplate, NewWatchlist, Subject,
+    AuditEntry, AuditQuery, AuditRecord, GalleryStats, NewSubject, NewTemplate, NewWatchlist, Subject,
     SubjectQuery, Template, Watchlist,
 };
 use super::store::GalleryStore;
 
 // The macro and the engines' own tests name each suite test as `conformance::name`, whichever topic file holds it.
-pub(crate) use self::{audit::*, concurrency::*, records::*, templates::*};
+pub(crate) use self::{audit::*, concurrency::*, records::*, retention::*, storage::*, templates::*};
 
 /// Expands to a `conformance` module with one `#[test]` per suite test, each against a fresh store from `$open`:
 /// the name of a `fn() -> (Guard, impl GalleryStore)` in the invoking module, where the guard (a temporary
@@ -46,6 +48,13 @@ macro_rules! conformance_suite {
             a_change_whose_audit_entry_is_refused_leaves_nothing_behind,
             concurrent_readers_see_consistent_snapshots_during_writes,
             store_is_shared_across_threads_as_a_trait_object,
+            watchlist_settings_change_and_retention_is_validated,
+            expired_subjects_are_those_past_their_watchlists_retention,
+            audit_filters_select_by_time_actor_action_subject_and_case,
+            the_store_has_one_stable_uuid,
+            the_audit_head_is_the_newest_entry_and_only_grows,
+            a_checkpoint_keeps_every_row,
+            a_full_store_refuses_writes_as_storage_unavailable_until_there_is_room,
         );
     };
     (@tests $open:ident; $($test:ident),+ $(,)?) => {
@@ -141,6 +150,7 @@ pub(crate) fn new_watchlist(name: &str) -> NewWatchlist {
         name: name.to_owned(),
         description: format!("{name} persons"),
         alert_fpir: 0.003,
+        retention_days: None,
     }
 }
 
@@ -236,6 +246,7 @@ pub(crate) fn observe(store: &dyn GalleryStore) -> Observed {
         q: None,
         page: 1,
         per_page: 1000,
+        within: None,
     };
     let subjects = store
         .list_subjects(&everyone)
@@ -256,6 +267,6 @@ pub(crate) fn observe(store: &dyn GalleryStore) -> Observed {
         thumbnails,
         generation: store.generation().expect("generation"),
         stats: store.stats().expect("stats"),
-        audit: store.list_audit(1, 1000).expect("audit listed").items,
+        audit: store.list_audit(&AuditQuery::page(1, 1000)).expect("audit listed").items,
     }
 }

@@ -184,6 +184,7 @@ pub(crate) fn subjects_paginate_and_search_by_substring(store: &dyn GalleryStore
         q: q.map(str::to_owned),
         page,
         per_page,
+        within: None,
     };
     let mut paged = Vec::new();
     for page in 1..=3 {

@@ -32,9 +32,45 @@ impl SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context("begin write transaction")?;
-        let value = body(&tx)?;
-        tx.commit().context("commit write transaction")?;
+        let Some(anchor) = &self.anchor else {
+            let result = body(&tx).and_then(|value| tx.commit().context("commit write transaction").map(|()| value));
+            self.note_write(&result);
+            return result;
+        };
+        // The entries this transaction appends are those past the head it found: the write lock is held.
+        let result = (move || {
+            let head: i64 = tx
+                .prepare_cached("SELECT coalesce(max(id), 0) FROM audit")
+                .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+                .context("read audit head")?;
+            let value = body(&tx)?;
+            let appended: Vec<(i64, String)> = tx
+                .prepare_cached("SELECT id, hash FROM audit WHERE id > ?1 ORDER BY id")
+                .and_then(|mut statement| {
+                    statement.query_map([head], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<_, _>>()
+                })
+                .context("read appended audit entries")?;
+            tx.commit().context("commit write transaction")?;
+            Ok((value, appended))
+        })();
+        self.note_write(&result);
+        let (value, appended) = result?;
+        // Still under the writer lock, so anchor lines follow commit order. The change is committed: a failed
+        // anchor write must not turn it into an error the caller would retry; the entries show as unanchored.
+        if let Err(error) = anchor.record(&appended) {
+            tracing::error!(error = %error, "audit entries committed but not anchored");
+        }
         Ok(value)
+    }
+
+    /// Remembers a write refused for want of storage (and forgets it at the next write that commits), so that
+    /// readiness reports it.
+    fn note_write<T>(&self, result: &Result<T, GalleryError>) {
+        match result {
+            Ok(_) => *self.unwritable.lock() = None,
+            Err(error @ GalleryError::StorageUnavailable { .. }) => *self.unwritable.lock() = Some(error.to_string()),
+            Err(_) => {}
+        }
     }
 
     /// Runs `body` in a read transaction, i.e. against one consistent snapshot.
@@ -97,7 +133,12 @@ impl ReaderPool {
         }
     }
 
-    fn lease(&self) -> ReaderLease<'_> {
+    /// Closes every reader; the caller ensures none is leased (the store is being dropped).
+    pub(super) fn close_all(&self) {
+        self.idle.lock().clear();
+    }
+
+    pub(super) fn lease(&self) -> ReaderLease<'_> {
         let mut idle = self.idle.lock();
         loop {
             if let Some(conn) = idle.pop() {
@@ -111,7 +152,7 @@ impl ReaderPool {
     }
 }
 
-struct ReaderLease<'a> {
+pub(super) struct ReaderLease<'a> {
     pool: &'a ReaderPool,
     /// Always `Some` until drop hands it back.
     conn: Option<Connection>,

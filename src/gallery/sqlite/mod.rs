@@ -5,6 +5,8 @@
 //! they read the last committed snapshot without waiting for a write in progress.
 
 mod connection;
+mod keys;
+mod maintenance;
 mod queries;
 mod rows;
 mod store;
@@ -16,7 +18,9 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
 
+pub use self::maintenance::BackupReport;
 use self::connection::{configure_writer, open_reader, ReaderPool, READER_CONNECTIONS};
+use super::anchor::AuditAnchor;
 use super::error::{DatabaseContext, GalleryError};
 use super::schema;
 
@@ -28,6 +32,11 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: ReaderPool,
+    /// Where the audit entries this store commits are anchored (`with_anchor`); none in unit tests.
+    anchor: Option<std::sync::Arc<AuditAnchor>>,
+    /// Why the last write failed for want of storage, until a write succeeds again: `/readyz` answers from it and
+    /// re-probes only while it is set, so a healthy store costs readiness no write.
+    unwritable: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -39,14 +48,23 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the gallery database and migrates it to the current schema.
+    /// Opens (creating if needed) the gallery database and migrates it to the current schema. A store that cannot
+    /// take a write (read-only directory or file, full disk) is refused here with `storage_unavailable`, instead of
+    /// starting and failing every change.
     pub fn open(data_dir: &Path) -> Result<SqliteStore, GalleryError> {
         std::fs::create_dir_all(data_dir).map_err(|source| GalleryError::Io {
             context: "create gallery data directory",
             path: data_dir.to_owned(),
             source,
         })?;
-        let path = data_dir.join(DATABASE_FILE);
+        let store = SqliteStore::open_file(&data_dir.join(DATABASE_FILE))?;
+        store.probe_write()?;
+        Ok(store)
+    }
+
+    /// Opens the database at `path` itself (a gallery's file, or a backup being verified).
+    pub(crate) fn open_file(path: &Path) -> Result<SqliteStore, GalleryError> {
+        let path = path.to_owned();
         let mut writer = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -65,10 +83,30 @@ impl SqliteStore {
             path,
             writer: Mutex::new(writer),
             readers: ReaderPool::new(readers),
+            anchor: None,
+            unwritable: Mutex::new(None),
         })
+    }
+
+    /// Anchors every audit entry this store commits from now on.
+    pub fn with_anchor(mut self, anchor: std::sync::Arc<AuditAnchor>) -> SqliteStore {
+        self.anchor = Some(anchor);
+        self
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Drop for SqliteStore {
+    /// Folds the WAL into the main file, so that after a clean stop the main file alone holds every row (a site
+    /// copying only `gallery.sqlite3` gets the whole gallery). The readers close first: SQLite checkpoints and
+    /// removes the WAL only when its last connection closes, and a read-only connection cannot checkpoint.
+    fn drop(&mut self) {
+        self.readers.close_all();
+        if let Err(error) = self.checkpoint_now() {
+            tracing::warn!(error = %error, path = %self.path.display(), "wal not folded into the database on close");
+        }
     }
 }

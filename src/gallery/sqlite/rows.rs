@@ -36,7 +36,7 @@ pub(super) use select_template;
 macro_rules! select_watchlist {
     ($tail:literal) => {
         concat!(
-            "SELECT id, name, description, alert_fpir, created_at FROM watchlist ",
+            "SELECT id, name, description, alert_fpir, created_at, retention_days FROM watchlist ",
             $tail
         )
     };
@@ -97,6 +97,7 @@ pub(super) fn watchlist_from_row(row: &Row<'_>) -> rusqlite::Result<Watchlist> {
         description: row.get(2)?,
         alert_fpir: row.get(3)?,
         created_at: row.get(4)?,
+        retention_days: row.get(5)?,
     })
 }
 

@@ -18,6 +18,7 @@ use super::SqliteStore;
 use crate::gallery::audit::ChainVerifier;
 use crate::gallery::error::{ConflictKind, DatabaseContext, Entity, GalleryError};
 use crate::gallery::model::{
+    AuditQuery, ExpiredSubject, WatchlistPatch,
     AuditEntry, AuditRecord, GalleryStats, ModelStats, NewSubject, NewTemplate, NewWatchlist, Page,
     Subject, SubjectPatch, SubjectQuery, Template, Watchlist, WatchlistStats,
 };
@@ -28,6 +29,7 @@ impl GalleryStore for SqliteStore {
     fn create_watchlist(&self, new: NewWatchlist, audit: AuditFor<'_, Watchlist>) -> Result<Watchlist, GalleryError> {
         validation::validate_watchlist_name(&new.name)?;
         validation::validate_watchlist_fields(&new.description, new.alert_fpir)?;
+        validation::validate_retention(new.retention_days)?;
         let created_at = now_rfc3339();
         self.write(|tx| {
             let taken: bool = tx
@@ -40,8 +42,9 @@ impl GalleryStore for SqliteStore {
                 ));
             }
             tx.execute(
-                "INSERT INTO watchlist(name, description, alert_fpir, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![new.name, new.description, new.alert_fpir, created_at],
+                "INSERT INTO watchlist(name, description, alert_fpir, created_at, retention_days) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![new.name, new.description, new.alert_fpir, created_at, new.retention_days],
             )
             .context("insert watchlist")?;
             let rowid = tx.last_insert_rowid();
@@ -49,8 +52,14 @@ impl GalleryStore for SqliteStore {
             let id = u32::try_from(rowid)
                 .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, rowid))
                 .context("assign watchlist label")?;
-            let watchlist =
-                Watchlist { id, name: new.name, description: new.description, alert_fpir: new.alert_fpir, created_at };
+            let watchlist = Watchlist {
+                id,
+                name: new.name,
+                description: new.description,
+                alert_fpir: new.alert_fpir,
+                retention_days: new.retention_days,
+                created_at,
+            };
             append_audit_in(tx, audit(&watchlist))?;
             Ok(watchlist)
         })
@@ -77,6 +86,63 @@ impl GalleryStore for SqliteStore {
                 })
                 .context("read watchlist")?
                 .ok_or_else(|| GalleryError::not_found(Entity::Watchlist, name))
+        })
+    }
+
+    fn update_watchlist(
+        &self,
+        name: &str,
+        patch: WatchlistPatch,
+        audit: AuditFor<'_, Watchlist>,
+    ) -> Result<Watchlist, GalleryError> {
+        self.write(|tx| {
+            let mut watchlist = tx
+                .prepare_cached(select_watchlist!("WHERE name = ?1"))
+                .and_then(|mut statement| statement.query_row([name], watchlist_from_row).optional())
+                .context("read watchlist")?
+                .ok_or_else(|| GalleryError::not_found(Entity::Watchlist, name))?;
+            if let Some(description) = patch.description {
+                watchlist.description = description;
+            }
+            if let Some(alert_fpir) = patch.alert_fpir {
+                watchlist.alert_fpir = alert_fpir;
+            }
+            if let Some(retention_days) = patch.retention_days {
+                watchlist.retention_days = retention_days;
+            }
+            validation::validate_watchlist_fields(&watchlist.description, watchlist.alert_fpir)?;
+            validation::validate_retention(watchlist.retention_days)?;
+            tx.execute(
+                "UPDATE watchlist SET description = ?1, alert_fpir = ?2, retention_days = ?3 WHERE id = ?4",
+                params![watchlist.description, watchlist.alert_fpir, watchlist.retention_days, watchlist.id],
+            )
+            .context("update watchlist")?;
+            append_audit_in(tx, audit(&watchlist))?;
+            Ok(watchlist)
+        })
+    }
+
+    fn expired_subjects(&self, as_of: &str) -> Result<Vec<ExpiredSubject>, GalleryError> {
+        self.read(|tx| {
+            tx.prepare_cached(
+                "SELECT s.id, w.name, s.updated_at, w.retention_days FROM subject s \
+                 JOIN watchlist w ON w.id = s.watchlist_id \
+                 WHERE w.retention_days IS NOT NULL AND julianday(s.updated_at) + w.retention_days <= julianday(?1) \
+                 ORDER BY s.id",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([as_of], |row| {
+                        Ok(ExpiredSubject {
+                            subject_id: row.get(0)?,
+                            watchlist: row.get(1)?,
+                            updated_at: row.get(2)?,
+                            retention_days: row.get(3)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .context("find expired subjects")
         })
     }
 
@@ -210,22 +276,27 @@ impl GalleryStore for SqliteStore {
             .map(str::to_ascii_lowercase);
         self.read(|tx| {
             let label = query.watchlist.as_deref().map(|name| watchlist_label(tx, name)).transpose()?;
+            let within = query.within.as_ref().map(|names| serde_json::Value::from(names.clone()).to_string());
             let total: usize = tx
                 .prepare_cached(
                     "SELECT count(*) FROM subject s WHERE (?1 IS NULL OR s.watchlist_id = ?1) AND (?2 IS NULL \
-                     OR instr(lower(s.display_name), ?2) > 0 OR instr(lower(coalesce(s.external_ref, '')), ?2) > 0)",
+                     OR instr(lower(s.display_name), ?2) > 0 OR instr(lower(coalesce(s.external_ref, '')), ?2) > 0) \
+                     AND (?5 IS NULL OR s.watchlist_id IN \
+                     (SELECT w2.id FROM watchlist w2 WHERE w2.name IN (SELECT value FROM json_each(?5))))",
                 )
-                .and_then(|mut statement| statement.query_row(params![label, needle], |row| row.get(0)))
+                .and_then(|mut statement| statement.query_row(params![label, needle, None::<i64>, None::<i64>, within], |row| row.get(0)))
                 .context("count subjects")?;
             let items = tx
                 .prepare_cached(select_subject!(
                     "WHERE (?1 IS NULL OR s.watchlist_id = ?1) AND (?2 IS NULL \
                      OR instr(lower(s.display_name), ?2) > 0 OR instr(lower(coalesce(s.external_ref, '')), ?2) > 0) \
+                     AND (?5 IS NULL OR s.watchlist_id IN \
+                     (SELECT w2.id FROM watchlist w2 WHERE w2.name IN (SELECT value FROM json_each(?5)))) \
                      ORDER BY s.id LIMIT ?3 OFFSET ?4"
                 ))
                 .and_then(|mut statement| {
                     statement
-                        .query_map(params![label, needle, query.per_page as i64, offset], subject_from_row)?
+                        .query_map(params![label, needle, query.per_page as i64, offset, within], subject_from_row)?
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .context("list subjects")?;
@@ -491,6 +562,28 @@ impl GalleryStore for SqliteStore {
         self.read(|tx| read_generation(tx))
     }
 
+    fn audit_head(&self) -> Result<u64, GalleryError> {
+        self.read(|tx| {
+            tx.query_row("SELECT coalesce(max(id), 0) FROM audit", [], |row| row.get(0)).context("read audit head")
+        })
+    }
+
+    fn store_id(&self) -> Result<String, GalleryError> {
+        self.read(|tx| SqliteStore::read_store_id(tx))
+    }
+
+    fn checkpoint(&self) -> Result<(), GalleryError> {
+        self.checkpoint_now()
+    }
+
+    fn writable(&self) -> Result<(), GalleryError> {
+        self.writable_now()
+    }
+
+    fn cap_size(&self, max_pages: Option<u64>) -> Result<(), GalleryError> {
+        self.cap_pages(max_pages)
+    }
+
     fn stats(&self) -> Result<GalleryStats, GalleryError> {
         self.read(|tx| {
             let watchlists = tx
@@ -555,26 +648,57 @@ impl GalleryStore for SqliteStore {
         })
     }
 
-    fn list_audit(&self, page: usize, per_page: usize) -> Result<Page<AuditRecord>, GalleryError> {
+    fn list_audit(&self, query: &AuditQuery) -> Result<Page<AuditRecord>, GalleryError> {
+        let (page, per_page) = (query.page, query.per_page);
         let offset = validation::page_offset(page, per_page)?;
+        let subject = query.subject.map(|id| format!("subject/{id}"));
+        let filters = params![
+            query.since,
+            query.until,
+            query.actor,
+            query.action,
+            subject,
+            query.case,
+        ];
+        // Times compare as instants (julianday), not as text, so any RFC 3339 spelling works.
+        const FILTER: &str = "WHERE (?1 IS NULL OR julianday(at) >= julianday(?1)) \
+             AND (?2 IS NULL OR julianday(at) < julianday(?2)) \
+             AND (?3 IS NULL OR instr(actor, ?3) > 0) \
+             AND (?4 IS NULL OR action = ?4) \
+             AND (?5 IS NULL OR target = ?5 OR substr(target, 1, length(?5) + 1) = ?5 || '/') \
+             AND (?6 IS NULL OR instr(coalesce(purpose, ''), ?6) > 0)";
+        let order = if query.oldest_first { "ORDER BY id" } else { "ORDER BY id DESC" };
         self.read(|tx| {
-            let total = count_rows(tx, "SELECT count(*) FROM audit", "count audit entries")?;
+            let total: usize = tx
+                .prepare_cached(&format!("SELECT count(*) FROM audit {FILTER}"))
+                .and_then(|mut statement| statement.query_row(filters, |row| row.get(0)))
+                .context("count audit entries")?;
+            let sql = format!("{} {FILTER} {order} LIMIT ?7 OFFSET ?8", select_audit!(""));
             let items = tx
-                .prepare_cached(select_audit!("ORDER BY id DESC LIMIT ?1 OFFSET ?2"))
+                .prepare_cached(&sql)
                 .and_then(|mut statement| {
+                    let mut all: Vec<&dyn rusqlite::ToSql> = filters.to_vec();
+                    let (limit, offset) = (per_page as i64, offset);
+                    all.push(&limit);
+                    all.push(&offset);
                     statement
-                        .query_map(params![per_page as i64, offset], |row| {
-                            StoredAudit::from_row(row)?.into_record()
-                        })?
+                        .query_map(all.as_slice(), |row| StoredAudit::from_row(row)?.into_record())?
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .context("list audit entries")?;
-            Ok(Page {
-                items,
-                page,
-                per_page,
-                total,
-            })
+            Ok(Page { items, page, per_page, total })
+        })
+    }
+
+    fn audit_hashes(&self, after_id: i64, limit: usize) -> Result<Vec<(i64, String)>, GalleryError> {
+        self.read(|tx| {
+            tx.prepare_cached("SELECT id, hash FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2")
+                .and_then(|mut statement| {
+                    statement
+                        .query_map(params![after_id, limit as i64], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .context("read audit hashes")
         })
     }
 }

@@ -572,3 +572,84 @@ fn stream_one_million_templates() {
         .len();
     eprintln!("database file {:.2} GB", size as f64 / 1e9);
 }
+
+/// A store with a watchlist, a subject and `templates` templates of model `m`.
+fn filled_store(templates: u64) -> (tempfile::TempDir, SqliteStore) {
+    let (dir, store) = open_store();
+    create_watchlist(&store, "wanted");
+    let subject = create_subject(&store, "wanted", "Jane Roe", None);
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    for seed in 0..templates {
+        add_template(&store, new_template(subject.id, "m", random_embedding(&mut rng, 64), seed));
+    }
+    (dir, store)
+}
+
+#[test]
+fn after_a_clean_close_the_main_file_alone_holds_every_row() {
+    let (dir, store) = filled_store(40);
+    let before = stream(&store, "m");
+    let id = store.store_id().expect("store id");
+    drop(store);
+    let wal = dir.path().join(format!("{DATABASE_FILE}-wal"));
+    assert!(!wal.exists() || std::fs::metadata(&wal).expect("wal").len() == 0, "rows left in the wal");
+
+    // What a site copying only the main file gets.
+    let copy = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(dir.path().join(DATABASE_FILE), copy.path().join(DATABASE_FILE)).expect("copy main file");
+    let copied = SqliteStore::open(copy.path()).expect("the copy opens");
+    assert_eq!(stream(&copied, "m"), before);
+    assert_eq!(copied.store_id().expect("store id"), id, "a copy is the same store");
+    copied.verify_audit_chain().expect("audit chain intact");
+}
+
+#[test]
+fn an_online_backup_is_a_verified_copy_of_the_same_store() {
+    let (dir, store) = filled_store(12);
+    let to = dir.path().join("backup.sqlite3");
+    let report = store.backup_to(&to).expect("backup");
+    assert_eq!(report.templates, 12);
+    assert_eq!((report.watchlists, report.subjects), (1, 1));
+    assert_eq!(report.generation, store.generation().expect("generation"));
+    assert_eq!(report.store_id, store.store_id().expect("store id"));
+    assert_eq!(report.audit_entries, store.verify_audit_chain().expect("chain"));
+    // The store goes on taking writes after (and during) a backup.
+    let subject = create_subject(&store, "wanted", "John Doe", None);
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    add_template(&store, new_template(subject.id, "m", random_embedding(&mut rng, 64), 99));
+
+    let restored = tempfile::tempdir().expect("temp dir");
+    let database = restored.path().join(DATABASE_FILE);
+    SqliteStore::copy_database(&to, &database).expect("copy back");
+    let again = SqliteStore::verify_file(&database).expect("verified");
+    assert_eq!(again, SqliteStore::verify_file(&to).expect("the backup verifies again"));
+    assert_eq!(again.templates, 12, "the backup is the snapshot it was taken at");
+}
+
+#[test]
+fn a_damaged_copy_fails_verification() {
+    let (dir, store) = filled_store(12);
+    let to = dir.path().join("backup.sqlite3");
+    store.backup_to(&to).expect("backup");
+    let mut bytes = std::fs::read(&to).expect("read backup");
+    // Garbage over the pages after the first: the header still says SQLite, the b-trees do not hold.
+    let start = 4096.min(bytes.len() / 2);
+    for byte in &mut bytes[start..] {
+        *byte = 0x5a;
+    }
+    std::fs::write(&to, &bytes).expect("write damage");
+    let error = SqliteStore::verify_file(&to).expect_err("damage found");
+    assert!(
+        matches!(error, GalleryError::Damaged { .. } | GalleryError::Verification { .. }),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_file_of_garbage_is_refused_as_damaged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join(DATABASE_FILE), vec![0x5a; 64 * 1024]).expect("garbage");
+    let error = SqliteStore::open(dir.path()).expect_err("refused");
+    assert_eq!(error.code(), "database_damaged", "{error}");
+    assert!(error.to_string().contains("restore it from a backup"), "{error}");
+}

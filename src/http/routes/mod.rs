@@ -2,6 +2,7 @@
 //! routes cannot drift, and what every handler shares: the caller, running core calls off the async runtime, and
 //! reading bodies into the API's error shape.
 
+mod keys;
 mod operations;
 mod photos;
 mod records;
@@ -21,7 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, AppState};
-use crate::service::{Principal, Role, ServiceError, WatchlistService};
+use crate::service::{AuthFailure, Principal, ServiceError, WatchlistService};
 
 /// The document's frame; the operations and schemas come from the handlers and their types.
 #[derive(OpenApi)]
@@ -30,14 +31,16 @@ use crate::service::{Principal, Role, ServiceError, WatchlistService};
         title = "facematch",
         version = "1",
         description = "Face search against watchlists. Every candidate is for a person to review, never a verdict. \
-                       Callers name themselves in `x-facematch-actor`, `x-facematch-role` and `x-facematch-purpose`; \
-                       every search, view and change is audited with them. Errors: `{\"error\":{\"code\",\"message\"}}`."
+                       Every call but health, readiness and this document needs an API key \
+                       (`Authorization: Bearer fmk_…`); its role decides what it may do, and every search, view and \
+                       change is audited with the key's id and name and the purpose stated in `x-facematch-purpose`. Errors: `{\"error\":{\"code\",\"message\"}}`."
     ),
     tags(
         (name = "search", description = "Searches and 1:1 comparisons"),
         (name = "subjects", description = "Subjects and their enrolled faces"),
         (name = "watchlists", description = "Watchlists"),
         (name = "audit", description = "The tamper-evident audit trail"),
+        (name = "keys", description = "API keys and their roles (admin)"),
         (name = "operations", description = "Health, readiness, metrics, this document")
     )
 )]
@@ -58,10 +61,14 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(records::delete_face))
         .routes(routes!(photos::thumbnail))
         .routes(routes!(records::list_watchlists, records::create_watchlist))
-        .routes(routes!(records::get_watchlist, records::delete_watchlist))
+        .routes(routes!(records::get_watchlist, records::update_watchlist, records::delete_watchlist))
         .routes(routes!(records::stats))
         .routes(routes!(records::list_audit))
         .routes(routes!(records::verify_audit))
+        .routes(routes!(records::audit_membership))
+        .routes(routes!(keys::list_keys, keys::create_key))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(keys::rotate_key))
         .split_for_parts();
     let router = router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route") })
@@ -73,22 +80,31 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// Who is calling and why. Until API keys with roles land, callers name themselves in headers; the audit trail
-/// records exactly what they said, and a role that is not one of the service's roles is refused.
-fn caller(headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty());
-    let role = match get("x-facematch-role") {
-        None => Role::Unauthenticated,
-        Some(text) => text.parse::<Role>().map_err(|e| ApiError::bad_request("invalid_role", e.to_string()))?,
+/// Who is calling and why: the holder of the API key in `Authorization: Bearer fmk_…`, with the purpose they
+/// state in `x-facematch-purpose` (required for investigation-mode searches). The core checks the key (on the
+/// blocking pool: a first presentation costs an argon2id verification) and every operation checks the role.
+async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let key = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let text = value.to_str().map_err(|_| ApiError::from(ServiceError::from(AuthFailure::Malformed)))?;
+            let (scheme, key) = text.trim().split_once(' ').unwrap_or((text, ""));
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(ServiceError::from(AuthFailure::Malformed).into());
+            }
+            Some(key.trim().to_owned())
+        }
     };
-    if role == Role::System {
-        return Err(ApiError::bad_request("invalid_role", "role `system` is the service's own"));
-    }
-    Ok(Principal::new(
-        get("x-facematch-actor").unwrap_or("anonymous").chars().take(200).collect::<String>(),
-        role,
-        get("x-facematch-purpose").map(|p| p.chars().take(500).collect()),
-    ))
+    let purpose = match headers.get("x-facematch-purpose") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| ApiError::from(ServiceError::InvalidPurpose { max_chars: 200 }))?
+                .to_owned(),
+        ),
+    };
+    blocking(state, move |service| service.authenticate(key.as_deref(), purpose)).await
 }
 
 /// Runs a quick service call (store reads and writes) on the blocking pool.
@@ -112,20 +128,37 @@ async fn heavy<T: Send + 'static>(
     state.admission.run(move || f(&service)).await?.map_err(ApiError::from)
 }
 
-/// A whole request body, refused with the API's JSON error (413 `request_too_large` past the body limit) rather
-/// than axum's plain-text rejection.
+/// A whole JSON request body, refused with the API's JSON error (413 `request_too_large` past the body limit) rather
+/// than axum's plain-text rejection. Its content type must say JSON (415 `expected_json`): a browser sends
+/// `text/plain` cross-origin without a preflight, `application/json` never.
 struct RawBody(Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<RawBody, ApiError> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "expected_json",
+                "send this body as application/json",
+            ));
+        }
         Bytes::from_request(request, state).await.map(RawBody).map_err(|e| {
             let status = e.status();
             let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "request_too_large" } else { "invalid_body" };
             ApiError::new(status, code, e.body_text())
         })
     }
+}
+
+/// Whether the request says its body is JSON (`application/json`, parameters allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -184,9 +217,19 @@ impl Form {
         self.texts.get(name).and_then(|v| v.first()).map(String::as_str)
     }
 
+    /// A numeric field; `NaN` and infinities, which Rust's float parsing accepts, are refused like any other
+    /// non-number rather than silently disabling the setting they feed.
     fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
+        let refuse = || ApiError::bad_request("invalid_field", format!("field `{name}` is not a finite number"));
         self.text(name)
-            .map(|t| t.trim().parse().map_err(|_| ApiError::bad_request("invalid_field", format!("field `{name}` is not a number"))))
+            .map(|t| {
+                let t = t.trim();
+                let lower = t.to_ascii_lowercase();
+                if lower.contains("nan") || lower.contains("inf") {
+                    return Err(refuse());
+                }
+                t.parse().map_err(|_| refuse())
+            })
             .transpose()
     }
 }

@@ -5,7 +5,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 
-use super::{blocking, caller, heavy, ok, parse_id, parse_json, ApiResult, Form, RawBody};
+use super::{blocking, caller, heavy, is_json, ok, parse_id, parse_json, ApiResult, Form, RawBody};
 use crate::http::schema::{
     EnrollForm, EnrollRefusal, EnrollReport, ErrorBody, ErrorDetail, PhotoResult, SearchForm, VerifyForm,
 };
@@ -34,7 +34,7 @@ fn search_options(form: &Form) -> Result<SearchRequest, ApiError> {
         .get("watchlists")
         .map(|v| v.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
         .unwrap_or_default();
-    Ok(SearchRequest {
+    checked_options(SearchRequest {
         mode,
         k: form.number("k")?,
         watchlists: (!watchlists.is_empty()).then_some(watchlists),
@@ -43,22 +43,36 @@ fn search_options(form: &Form) -> Result<SearchRequest, ApiError> {
     })
 }
 
+/// The numeric options must be finite and in range: a JSON `1e999` reaches an `f32` as infinity, and a non-finite
+/// `min_face_px` used to switch the small-face pass off without a word.
+fn checked_options(options: SearchRequest) -> Result<SearchRequest, ApiError> {
+    let refuse = |name: &str, range: &str| ApiError::bad_request("invalid_field", format!("`{name}` must be a finite number {range}"));
+    if options.min_quality.is_some_and(|q| !(q.is_finite() && (0.0..=1.0).contains(&q))) {
+        return Err(refuse("min_quality", "from 0 to 1"));
+    }
+    if options.min_face_px.is_some_and(|px| !(px.is_finite() && px >= 0.0)) {
+        return Err(refuse("min_face_px", "of at least 0"));
+    }
+    Ok(options)
+}
+
 #[utoipa::path(post, path = "/v1/search", tag = "search",
     summary = "Search every face of a photo (or an embedding) against the watchlists",
     request_body(
         content((SearchForm = "multipart/form-data"), (EmbeddingSearch = "application/json")),
     ),
     responses(
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 200, body = SearchResult),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
     ))]
 pub async fn search(State(state): State<AppState>, headers: HeaderMap, request: Request) -> ApiResult {
-    let who = caller(&headers)?;
-    let is_json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
-    let result = if is_json {
+    let who = caller(&state, &headers).await?;
+    let result = if is_json(&headers) {
         let RawBody(body) = RawBody::from_request(request, &state).await?;
-        let query: EmbeddingSearch = parse_json(&body)?;
+        let mut query: EmbeddingSearch = parse_json(&body)?;
+        query.options = checked_options(query.options)?;
         blocking(&state, move |s| s.search_embedding(&query.embedding, &query.options, &who)).await?
     } else {
         let form = Form::read(request, &state).await?;
@@ -68,8 +82,8 @@ pub async fn search(State(state): State<AppState>, headers: HeaderMap, request: 
             blocking(&state, move |s| s.search_embedding(&embedding, &options, &who)).await?
         } else {
             let photo = form.file("photo").ok_or_else(|| ApiError::bad_request("missing_photo", "send a `photo` file or an `embedding`"))?;
-            let request = options.clone();
-            let analysis = heavy(&state, move |s| s.analyze_probe(&photo, &request)).await?;
+            let (request, analyst) = (options.clone(), who.clone());
+            let analysis = heavy(&state, move |s| s.analyze_probe(&photo, &request, &analyst)).await?;
             blocking(&state, move |s| s.search_analysis(analysis, &options, &who)).await?
         }
     };
@@ -85,12 +99,13 @@ pub async fn search(State(state): State<AppState>, headers: HeaderMap, request: 
 #[utoipa::path(post, path = "/v1/verify", tag = "search", summary = "1:1 verification: photo vs photo, or photo vs subject",
     request_body(content = VerifyForm, content_type = "multipart/form-data"),
     responses(
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 200, body = VerifyResult),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
     ))]
 pub async fn verify(State(state): State<AppState>, headers: HeaderMap, request: Request) -> ApiResult {
-    let who = caller(&headers)?;
+    let who = caller(&state, &headers).await?;
     let form = Form::read(request, &state).await?;
     let result = match (form.file("photo_a"), form.file("photo_b"), form.file("photo"), form.number::<i64>("subject_id")?) {
         (Some(a), Some(b), _, _) => heavy(&state, move |s| s.verify_photos(&a, &b, &who)).await?,
@@ -104,13 +119,14 @@ pub async fn verify(State(state): State<AppState>, headers: HeaderMap, request: 
     params(("id" = i64, Path, description = "subject id")),
     request_body(content = EnrollForm, content_type = "multipart/form-data"),
     responses(
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 201, description = "at least one photo enrolled", body = EnrollReport),
         (status = 422, description = "one photo refused (its error), or every photo of several refused (the report)", body = EnrollRefusal),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
     ))]
 pub async fn enroll(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>, request: Request) -> ApiResult {
-    let who = caller(&headers)?;
+    let who = caller(&state, &headers).await?;
     let subject_id = parse_id(&id, "subject")?;
     let form = Form::read(request, &state).await?;
     let face: Option<usize> = form.number("face")?;
@@ -147,11 +163,12 @@ pub async fn enroll(State(state): State<AppState>, headers: HeaderMap, Path(id):
     summary = "The aligned face stored with a template (a view of a subject's photo: audited)",
     params(("id" = i64, Path, description = "subject id"), ("template" = i64, Path, description = "template id")),
     responses(
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 200, content_type = "image/jpeg", body = Vec<u8>),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
     ))]
 pub async fn thumbnail(State(state): State<AppState>, headers: HeaderMap, Path((id, template)): Path<(String, String)>) -> ApiResult {
-    let who = caller(&headers)?;
+    let who = caller(&state, &headers).await?;
     let subject_id = parse_id(&id, "subject")?;
     let template_id = parse_id(&template, "template")?;
     let jpeg = blocking(&state, move |s| s.thumbnail(subject_id, template_id, &who)).await?;

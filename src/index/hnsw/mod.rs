@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use super::simd::{prefetch, SimdLevel};
 use super::slots::Slots;
-use super::{check_vector, hash_table_bytes, AnnIndex, IndexError, IndexStats, Neighbour, SearchParams, TemplateKey};
+use super::{check_vector, hash_table_bytes, AnnIndex, IndexError, IndexStamp, IndexStats, Neighbour, SearchParams, TemplateKey};
 pub use delete::ConsolidationReport;
 use search::Scratch;
 
@@ -412,8 +412,8 @@ impl AnnIndex for HnswIndex {
         }
     }
 
-    fn save(&self, path: &Path, generation: u64) -> Result<(), IndexError> {
-        self.write_file(path, generation)
+    fn save(&self, path: &Path, stamp: IndexStamp) -> Result<(), IndexError> {
+        self.write_file(path, stamp)
     }
 
     fn consolidate(&self) -> Result<ConsolidationReport, IndexError> {

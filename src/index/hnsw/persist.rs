@@ -13,11 +13,11 @@ use super::{
     MAX_LEVEL,
 };
 use crate::index::file::{self, corrupt, Header, IndexReader, Kind};
-use crate::index::IndexError;
+use crate::index::{IndexError, IndexStamp};
 
 impl HnswIndex {
     /// `AnnIndex::save`: a consistent snapshot, since mutations wait while searches keep running.
-    pub(super) fn write_file(&self, path: &Path, generation: u64) -> Result<(), IndexError> {
+    pub(super) fn write_file(&self, path: &Path, stamp: IndexStamp) -> Result<(), IndexError> {
         let _gate = self.gate.write();
         let dir = self.directory.read();
         let mut h = Header::new(Kind::Hnsw, self.layout.dim);
@@ -28,7 +28,7 @@ impl HnswIndex {
         h.slots = u64::from(dir.next_slot);
         h.live = dir.live as u64;
         h.deleted = dir.deleted as u64;
-        h.generation = generation;
+        h.stamp = stamp;
         h.entry = self.entry.load(Ordering::Acquire);
         h.upper_slots = u64::from(dir.next_upper);
         h.stride = self.layout.stride as u32;
@@ -48,9 +48,9 @@ impl HnswIndex {
         file::save_atomically(path, h, &sections)
     }
 
-    /// Builds an index from a saved file; returns it with the gallery generation stored by `save`. Every structural
+    /// Builds an index from a saved file; returns it with the gallery stamp stored by `save`. Every structural
     /// invariant the search relies on is checked, so a damaged file yields `Corrupt`, never a panic.
-    pub fn load(path: &Path, dimension: usize) -> Result<(Self, u64), IndexError> {
+    pub fn load(path: &Path, dimension: usize) -> Result<(Self, IndexStamp), IndexError> {
         let mut reader = IndexReader::open(path, Kind::Hnsw, dimension)?;
         let h = reader.header.clone();
         if !(2..=255).contains(&h.m) || h.ef_construction == 0 || h.ef_search == 0 {
@@ -94,7 +94,7 @@ impl HnswIndex {
         let dir = index.validate(reader.path(), &h, free_list)?;
         *index.directory.write() = dir;
         index.entry.store(h.entry, Ordering::Release);
-        Ok((index, h.generation))
+        Ok((index, h.stamp))
     }
 
     /// Checks a freshly read body and rebuilds the directory from it.
@@ -192,9 +192,10 @@ mod tests {
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("g.hnsw");
-        hnsw.save(&path, 42).expect("save");
-        let (loaded, generation) = HnswIndex::load(&path, DIM).expect("load");
-        assert_eq!(generation, 42);
+        let stamp = IndexStamp { store_id: [9; 16], generation: 42, audit_head: 17 };
+        hnsw.save(&path, stamp).expect("save");
+        let (loaded, loaded_stamp) = HnswIndex::load(&path, DIM).expect("load");
+        assert_eq!(loaded_stamp, stamp);
         assert_eq!(loaded.stats().live, hnsw.stats().live);
         assert_eq!(loaded.stats().deleted, 100);
         let queries = data(50, 3);
@@ -214,7 +215,7 @@ mod tests {
         let (hnsw, _, _) = build(500, 3);
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("g.hnsw");
-        hnsw.save(&path, 7).expect("save");
+        hnsw.save(&path, IndexStamp { store_id: [1; 16], generation: 7, audit_head: 0 }).expect("save");
         let good = std::fs::read(&path).expect("read");
         let bad = dir.path().join("bad.hnsw");
         let cases: Vec<Vec<u8>> = vec![
@@ -229,6 +230,12 @@ mod tests {
             {
                 let mut b = good.clone();
                 b[0] = b'X';
+                b
+            },
+            {
+                // The stamp is covered by the header's checksum: another store's id cannot be patched in.
+                let mut b = good.clone();
+                b[120] ^= 0x01;
                 b
             },
             {
@@ -253,7 +260,7 @@ mod tests {
         let (hnsw, _, _) = build(300, 3);
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("g.hnsw");
-        hnsw.save(&path, 1).expect("save");
+        hnsw.save(&path, IndexStamp { store_id: [1; 16], generation: 1, audit_head: 0 }).expect("save");
         let mut reader = IndexReader::open(&path, Kind::Hnsw, DIM).expect("open");
         let mut h = reader.header.clone();
         let mut body = vec![0u8; std::fs::metadata(&path).expect("meta").len() as usize - file::HEADER_BYTES];
