@@ -11,6 +11,8 @@
 #      and right after the load: on a shared machine only runs close in time see similar contention, and the
 #      machine's speed drifts by up to 15 % within minutes, so the baseline is the mean of the two;
 #   4. second start: timed again (the index is loaded from its file), then SIGTERM.
+# Searches are sent with a checkpoint key and /metrics read with an admin key, both made with `facematch keys create`
+# on the seeded data dir, so the figures include key checks and the anchored audit trail, as a site runs them.
 # Then, once: enrollment throughput (`facematch enroll` of the first 300 lfw-dev photos into an empty data dir).
 # Besides wall times, the summary gives processor time per search (server) and per photo (pipeline alone): their
 # ratio is the throughput ratio a machine with nothing else running would show.
@@ -113,6 +115,12 @@ faces="$("$bin" detect "$probe" 2>/dev/null | .venv/bin/python -c 'import json,s
 [ "$faces" = 1 ] || die "the probe photo has $faces faces, expected 1"
 cp "$probe" "$out/"
 
+# create_key DATA_DIR ROLE: prints a new key's secret (shown once by the CLI).
+create_key() {
+  "$bin" keys create --data-dir "$1" --name "bench $2" --role "$2" --purpose "benchmark" 2>/dev/null |
+    .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["secret"])'
+}
+
 # start_server DATA_DIR LOG: starts the server on a free loopback port; sets server_pid, server_url, startup_s.
 start_server() {
   local data_dir="$1" log="$2" t0 addr=""
@@ -168,6 +176,10 @@ for size in "${sizes[@]}"; do
       --templates-per-subject "$per_subject" >"$out/seed-$size.json"
   fi
   [ "${FACEMATCH_BENCH_KEEP_INDEX:-0}" = 1 ] || rm -f "$data"/index-*.bin
+  # Keys travel to the load generator in its environment, never on a command line that `ps` shows.
+  FACEMATCH_API_KEY="$(create_key "$data" checkpoint)"
+  FACEMATCH_METRICS_KEY="$(create_key "$data" admin)"
+  export FACEMATCH_API_KEY FACEMATCH_METRICS_KEY
 
   pipeline_alone "$size" before "pipeline-before-$size"
 

@@ -1,4 +1,4 @@
-//! `facematch bench pipeline | index | http`: the arguments of the speed benchmarks, their figures printed as
+//! `facematch bench pipeline | index | http | soak`: the arguments of the speed benchmarks, their figures printed as
 //! tables and written as JSON; the measuring lives in the lab ([`crate::eval::pipeline_bench`],
 //! [`crate::index::bench`], [`crate::loadgen`]).
 
@@ -19,6 +19,9 @@ pub enum BenchCommand {
     PipelineThroughput(crate::loadgen::PipelineThroughputArgs),
     /// Load generator against a running server: throughput, latency percentiles, errors, per-stage latency.
     Http(crate::loadgen::HttpBenchArgs),
+    /// Open-loop load at a fixed rate for a long, bounded time, reported per window (latency, errors, the server's
+    /// memory and open files), optionally beside slow senders that trickle or idle on their connections.
+    Soak(crate::loadgen::soak::SoakArgs),
     /// Fill a data directory with synthetic templates (gallery-size benchmarks).
     Seed(crate::loadgen::SeedArgs),
     /// ANN index: recall@k against exact search, queries/s per ef, build time, memory, load time.
@@ -120,9 +123,10 @@ pub struct PipelineBenchArgs {
 pub fn run(config: &Config, command: &BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Pipeline(args) => bench_pipeline(config, args),
-        BenchCommand::PipelineThroughput(args) => crate::loadgen::run_pipeline_throughput_cli(config, args),
+        BenchCommand::PipelineThroughput(args) => crate::loadgen::throughput::run_pipeline_throughput_cli(config, args),
         BenchCommand::Http(args) => crate::loadgen::run_http_bench_cli(config, args),
-        BenchCommand::Seed(args) => crate::loadgen::run_seed_cli(config, args),
+        BenchCommand::Soak(args) => crate::loadgen::soak::run_soak_cli(args),
+        BenchCommand::Seed(args) => crate::loadgen::seed::run_seed_cli(config, args),
         BenchCommand::Index(args) => bench_index(args),
         BenchCommand::IndexReport { dir } => bench_index_report(dir),
     }

@@ -1,11 +1,19 @@
-//! Service benchmarks: `facematch bench http` (a bounded closed-loop load generator for `POST /v1/search` against
-//! a running server on loopback, with the server's per-stage latency read from `/metrics`), `bench seed`
-//! (synthetic templates for gallery size) and `bench pipeline-throughput` (the face pipeline alone on N threads,
-//! the baseline the server's throughput is compared with).
+//! Service benchmarks against a running server on loopback: `facematch bench http` (a bounded closed-loop load
+//! generator for `POST /v1/search`, with the server's per-stage latency read from `/metrics`) here;
+//! `bench soak` (open loop at a fixed rate, with slow senders) in [`soak`]; `bench seed` (synthetic templates for
+//! gallery size) in [`seed`]; `bench pipeline-throughput` (the face pipeline alone, the baseline the server's
+//! throughput is compared with) in [`throughput`].
 //!
-//! The load is closed-loop: C workers each send the next request when the previous answer arrived, so the figures
-//! are service times under C outstanding requests, not an open arrival rate. Every level is bounded twice (request
-//! count and wall time) so a run always stops by itself.
+//! The load here is closed-loop: C workers each send the next request when the previous answer arrived, so the
+//! figures are service times under C outstanding requests, not an open arrival rate. Every level is bounded twice
+//! (request count and wall time) so a run always stops by itself.
+
+pub mod seed;
+pub mod soak;
+pub mod throughput;
+
+pub use seed::{seed_gallery, synthetic_watchlist, SeedArgs, SeedError, SeedPlan, SeedSummary};
+pub use throughput::{measure_pipeline_throughput, process_cpu_seconds, PipelineThroughputArgs, ThroughputResult};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,16 +25,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::eval::metrics::{latency_summary, LatencySummary, MetricError};
 use crate::eval::plot::plot_latency_histogram;
 use crate::eval::report::{ModelFact, Report, ReportError, Table};
-use crate::gallery::{AuditEntry, GalleryError, GalleryStore, NewSubject, NewTemplate, NewWatchlist, SqliteStore};
-use crate::index::synthetic::{clustered_unit_vectors, ClusterSpec};
 use crate::manifest::ModelManifest;
-use crate::pipeline::{AnalyzeOptions, FacePipeline, PipelineError};
 
 /// Pipeline stages the server reports, in pipeline order (`search` is the ANN search and result assembly).
 pub const SERVER_STAGES: [&str; 5] = ["decode", "detect", "align", "embed", "search"];
@@ -504,21 +508,7 @@ pub fn run_load(plan: &LoadPlan, progress: &ProgressBar) -> Result<LoadOutcome, 
 
 async fn run_load_async(plan: &LoadPlan, base: reqwest::Url, progress: &ProgressBar) -> Result<LoadOutcome, LoadError> {
     let max_concurrency = plan.concurrency.iter().copied().max().unwrap_or(1);
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert("x-facematch-purpose", reqwest::header::HeaderValue::from_static("load benchmark"));
-    if let Some(key) = &plan.api_key {
-        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| LoadError::InvalidPlan { problem: "the api key is not a valid header value".into() })?;
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    let client = reqwest::Client::builder()
-        .default_headers(headers)
-        .no_proxy()
-        .tcp_nodelay(true)
-        .timeout(plan.request_timeout)
-        .pool_max_idle_per_host(max_concurrency)
-        .build()
-        .map_err(LoadError::Client)?;
+    let client = search_client(plan.api_key.as_deref(), plan.request_timeout, max_concurrency)?;
     let join = |path: &str| {
         base.join(path).map_err(|source| LoadError::InvalidUrl { url: format!("{base}{path}"), source: Box::new(source) })
     };
@@ -560,6 +550,27 @@ async fn run_load_async(plan: &LoadPlan, base: reqwest::Url, progress: &Progress
         photos: plan.photos.iter().map(|p| p.name.clone()).collect(),
         levels,
     })
+}
+
+/// The client searches are sent with: the key as a bearer token, a stated purpose, no proxy, `pool` idle
+/// connections kept.
+fn search_client(api_key: Option<&str>, timeout: Duration, pool: usize) -> Result<reqwest::Client, LoadError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-facematch-purpose", reqwest::header::HeaderValue::from_static("load benchmark"));
+    if let Some(key) = api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| LoadError::InvalidPlan { problem: "the api key is not a valid header value".into() })?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .no_proxy()
+        .tcp_nodelay(true)
+        .timeout(timeout)
+        .pool_max_idle_per_host(pool)
+        .build()
+        .map_err(LoadError::Client)
 }
 
 async fn get_text(client: &reqwest::Client, url: &reqwest::Url, key: Option<&str>) -> Result<String, LoadError> {
@@ -858,286 +869,6 @@ pub fn load_report(outcome: &LoadOutcome, plan: &LoadPlan, models: Vec<ModelFact
 }
 
 // -------------------------------------------------------------------------------------------------------------
-// Gallery seeding
-// -------------------------------------------------------------------------------------------------------------
-
-/// Why seeding failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SeedError {
-    #[error("seed plan: {problem}")]
-    InvalidPlan { problem: String },
-    #[error("seeding the gallery")]
-    Gallery(#[source] GalleryError),
-}
-
-/// How many synthetic templates to add, of which model, spread over how many watchlists.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SeedPlan {
-    pub model_id: String,
-    pub dimension: usize,
-    pub templates: usize,
-    pub watchlists: usize,
-    /// Templates per synthetic subject (1: one subject per template, the realistic worst case for the store).
-    pub templates_per_subject: usize,
-    /// Templates per `add_templates` transaction.
-    pub batch: usize,
-    /// Cluster centres of the generator; see `crate::index::synthetic`.
-    pub clusters: usize,
-    pub seed: u64,
-    pub alert_fpir: f64,
-}
-
-/// What seeding did and how long each part took.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SeedSummary {
-    pub templates: usize,
-    pub subjects: usize,
-    pub watchlists: Vec<String>,
-    pub seconds: f64,
-    /// Time in `create_subject` (one durable commit each).
-    pub subject_seconds: f64,
-    /// Time in `add_templates` (one durable commit per batch).
-    pub template_seconds: f64,
-    /// Time generating vectors.
-    pub generate_seconds: f64,
-    pub templates_per_second: f64,
-    pub generation: u64,
-}
-
-/// Name of the i-th synthetic watchlist.
-pub fn synthetic_watchlist(i: usize) -> String {
-    format!("synthetic-{i}")
-}
-
-/// The audit entry of one seeding change: the service acting for the benchmark, never a person.
-fn seed_entry(action: &str, target: Option<String>, plan: &SeedPlan) -> AuditEntry {
-    AuditEntry {
-        actor: "facematch".into(),
-        role: "system".into(),
-        action: action.into(),
-        purpose: Some("benchmark gallery".into()),
-        target,
-        details: serde_json::json!({ "seed": plan.seed, "model_id": plan.model_id }),
-    }
-}
-
-/// Adds `plan.templates` seeded clustered unit vectors to `store` as synthetic subjects, round-robin over
-/// `plan.watchlists` watchlists (created when missing, reused otherwise, so a second run adds to the first).
-/// `progress` receives the number of templates whose subject exists so far.
-pub fn seed_gallery(store: &dyn GalleryStore, plan: &SeedPlan, progress: &dyn Fn(usize)) -> Result<SeedSummary, SeedError> {
-    let invalid = |problem: &str| SeedError::InvalidPlan { problem: problem.to_string() };
-    if plan.watchlists == 0 || plan.templates_per_subject == 0 || plan.batch == 0 || plan.dimension == 0 {
-        return Err(invalid("watchlists, templates per subject, batch and dimension must be at least 1"));
-    }
-    let started = Instant::now();
-    let mut labels = Vec::with_capacity(plan.watchlists);
-    for i in 0..plan.watchlists {
-        let name = synthetic_watchlist(i);
-        match store.get_watchlist(&name) {
-            Ok(w) => labels.push(w.name),
-            Err(GalleryError::NotFound { .. }) => {
-                let new = NewWatchlist {
-                    retention_days: None,
-                    name,
-                    description: "synthetic templates for benchmarks (facematch bench seed)".into(),
-                    alert_fpir: plan.alert_fpir,
-                };
-                let created = store
-                    .create_watchlist(new, &|w| seed_entry("create_watchlist", Some(format!("watchlist/{}", w.name)), plan))
-                    .map_err(SeedError::Gallery)?;
-                labels.push(created.name);
-            }
-            Err(e) => return Err(SeedError::Gallery(e)),
-        }
-    }
-    let spec = ClusterSpec { dim: plan.dimension, clusters: plan.clusters.max(1), spread: 1.0, seed: plan.seed };
-    let (mut subject_seconds, mut template_seconds, mut generate_seconds) = (0.0, 0.0, 0.0);
-    let mut subjects = 0;
-    let mut current: Option<(usize, i64)> = None;
-    for (batch_index, start) in (0..plan.templates).step_by(plan.batch).enumerate() {
-        let end = (start + plan.batch).min(plan.templates);
-        let t = Instant::now();
-        let vectors = clustered_unit_vectors(&spec, end - start, batch_index as u64);
-        generate_seconds += t.elapsed().as_secs_f64();
-        let mut batch = Vec::with_capacity(end - start);
-        for (j, embedding) in (start..end).zip(vectors.chunks_exact(plan.dimension)) {
-            let subject = j / plan.templates_per_subject;
-            let subject_id = match current {
-                Some((index, id)) if index == subject => id,
-                _ => {
-                    let t = Instant::now();
-                    let new = NewSubject {
-                        watchlist: labels[subject % labels.len()].clone(),
-                        external_ref: None,
-                        display_name: format!("synthetic {}/{subject}", plan.seed),
-                        metadata: serde_json::json!({ "synthetic": true, "seed": plan.seed }),
-                    };
-                    let created = store
-                        .create_subject(new, &|s| seed_entry("create_subject", Some(format!("subject/{}", s.id)), plan))
-                        .map_err(SeedError::Gallery)?;
-                    subject_seconds += t.elapsed().as_secs_f64();
-                    subjects += 1;
-                    current = Some((subject, created.id));
-                    if subjects % 256 == 0 {
-                        progress(j);
-                    }
-                    created.id
-                }
-            };
-            batch.push(NewTemplate {
-                subject_id,
-                model_id: plan.model_id.clone(),
-                embedding: embedding.to_vec(),
-                quality: serde_json::json!({ "synthetic": true }),
-                photo_sha256: hex::encode(Sha256::digest(format!("synthetic:{}:{j}", plan.seed).as_bytes())),
-                thumbnail_jpeg: None,
-                enrolled_by: "facematch bench seed".into(),
-            });
-        }
-        let t = Instant::now();
-        store
-            .add_templates(batch, &|added| {
-                let mut entry = seed_entry("seed_synthetic", None, plan);
-                entry.details["templates"] = added.len().into();
-                entry
-            })
-            .map_err(SeedError::Gallery)?;
-        template_seconds += t.elapsed().as_secs_f64();
-        progress(end);
-    }
-    let generation = store.generation().map_err(SeedError::Gallery)?;
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(SeedSummary {
-        templates: plan.templates,
-        subjects,
-        watchlists: labels,
-        seconds,
-        subject_seconds,
-        template_seconds,
-        generate_seconds,
-        templates_per_second: if seconds > 0.0 { plan.templates as f64 / seconds } else { 0.0 },
-        generation,
-    })
-}
-
-// -------------------------------------------------------------------------------------------------------------
-// Pipeline alone
-// -------------------------------------------------------------------------------------------------------------
-
-/// Throughput of the face pipeline alone: N threads analysing the same photo back to back.
-#[derive(Debug, Clone, Serialize)]
-pub struct ThroughputResult {
-    pub threads: usize,
-    pub photos: usize,
-    /// Wall time from the common start of the threads to the end of the last analysis.
-    pub seconds: f64,
-    pub photos_per_second: f64,
-    pub faces_per_photo: f64,
-    pub latency_ms: LatencySummary,
-    /// User + system processor time of the process over the timed region, per photo: unlike wall time it does not
-    /// grow when other processes hold the cores. `None` where `/proc/self/stat` is unavailable.
-    pub cpu_ms_per_photo: Option<f64>,
-}
-
-/// Why the pipeline-alone measurement failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ThroughputError {
-    #[error("analysing the photo")]
-    Pipeline(#[source] PipelineError),
-    #[error("latency summary")]
-    Summary(#[source] MetricError),
-}
-
-/// One thread's timed work.
-struct ThreadRun {
-    latencies_ms: Vec<f64>,
-    faces: usize,
-    ended: Instant,
-}
-
-/// Runs `threads` threads that each analyse `photo` (decode → detect → align → embed, the options the search
-/// route uses) until `duration` has passed, after `warmup` untimed analyses per thread. Each thread does at least
-/// one timed analysis.
-pub fn measure_pipeline_throughput(
-    pipeline: &FacePipeline,
-    photo: &[u8],
-    threads: usize,
-    duration: Duration,
-    warmup: usize,
-) -> Result<ThroughputResult, ThroughputError> {
-    let options = AnalyzeOptions { min_face_px: None, max_faces: Some(64) };
-    let threads = threads.max(1);
-    let barrier = std::sync::Barrier::new(threads + 1);
-    let (started, cpu_seconds, runs) = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let barrier = &barrier;
-                scope.spawn(move || -> Result<ThreadRun, PipelineError> {
-                    let warmed = (0..warmup).try_for_each(|_| pipeline.analyze_bytes(photo, options).map(drop));
-                    // Every thread starts timing together, so the wall time covers N busy threads; a thread whose
-                    // warm-up failed still meets the others at the barrier and then reports its error.
-                    barrier.wait();
-                    warmed?;
-                    let deadline = Instant::now() + duration;
-                    let (mut latencies_ms, mut faces) = (Vec::new(), 0);
-                    loop {
-                        let t = Instant::now();
-                        faces += pipeline.analyze_bytes(photo, options)?.faces.len();
-                        latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-                        if Instant::now() >= deadline {
-                            break;
-                        }
-                    }
-                    Ok(ThreadRun { latencies_ms, faces, ended: Instant::now() })
-                })
-            })
-            .collect();
-        barrier.wait();
-        let started = Instant::now();
-        let cpu_start = process_cpu_seconds();
-        let runs: Vec<Result<ThreadRun, PipelineError>> =
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect();
-        (started, cpu_start.zip(process_cpu_seconds()).map(|(a, b)| b - a), runs)
-    });
-    let (mut latencies, mut faces, mut ended) = (Vec::new(), 0, started);
-    for run in runs {
-        let mut run = run.map_err(ThroughputError::Pipeline)?;
-        latencies.append(&mut run.latencies_ms);
-        faces += run.faces;
-        ended = ended.max(run.ended);
-    }
-    let seconds = (ended - started).as_secs_f64();
-    let photos = latencies.len();
-    let latency_ms = latency_summary(&latencies).map_err(ThroughputError::Summary)?;
-    Ok(ThroughputResult {
-        threads,
-        photos,
-        seconds,
-        photos_per_second: photos as f64 / seconds,
-        faces_per_photo: faces as f64 / photos as f64,
-        latency_ms,
-        cpu_ms_per_photo: cpu_seconds.map(|s| s * 1000.0 / photos as f64),
-    })
-}
-
-/// User + system processor time of this process in seconds, from `/proc/self/stat` (`None` where it cannot be
-/// read). Linux counts these fields in USER_HZ ticks, fixed at 100 per second for user space.
-pub fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    cpu_ticks(&stat).map(|ticks| ticks as f64 / 100.0)
-}
-
-/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, counted after the command name's last `)`
-/// because the name itself may hold spaces and parentheses.
-fn cpu_ticks(stat: &str) -> Option<u64> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
-// -------------------------------------------------------------------------------------------------------------
 // Command line
 // -------------------------------------------------------------------------------------------------------------
 
@@ -1179,45 +910,6 @@ pub struct HttpBenchArgs {
     /// API key for `/metrics` (admin), unless the server has `access.open_metrics = true`.
     #[arg(long, env = "FACEMATCH_METRICS_KEY", hide_env_values = true)]
     pub metrics_key: Option<String>,
-}
-
-/// `facematch bench seed`.
-#[derive(Debug, clap::Args)]
-pub struct SeedArgs {
-    /// Data directory whose store receives the templates (the server must be stopped).
-    #[arg(long)]
-    pub data_dir: PathBuf,
-    #[arg(long, default_value_t = 10_000)]
-    pub templates: usize,
-    /// Watchlists `synthetic-0…` the subjects are spread over, round-robin.
-    #[arg(long, default_value_t = 1)]
-    pub watchlists: usize,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Templates per synthetic subject (1 is realistic; each subject costs one durable commit).
-    #[arg(long, default_value_t = 1)]
-    pub templates_per_subject: usize,
-    /// Templates per durable batch.
-    #[arg(long, default_value_t = 10_000)]
-    pub batch: usize,
-    /// Cluster centres of the vector generator.
-    #[arg(long, default_value_t = 1024)]
-    pub clusters: usize,
-}
-
-/// `facematch bench pipeline-throughput`.
-#[derive(Debug, clap::Args)]
-pub struct PipelineThroughputArgs {
-    /// The photo every thread analyses.
-    #[arg(long)]
-    pub photo: PathBuf,
-    #[arg(long, default_value_t = 2)]
-    pub threads: usize,
-    #[arg(long, default_value_t = 10.0)]
-    pub seconds: f64,
-    /// Untimed analyses per thread first.
-    #[arg(long, default_value_t = 2)]
-    pub warmup: usize,
 }
 
 fn progress_bar(len: u64, unit: &str) -> ProgressBar {
@@ -1275,68 +967,6 @@ pub fn run_http_bench_cli(config: &Config, args: &HttpBenchArgs) -> anyhow::Resu
     }
     let failed = outcome.levels.iter().all(|l| l.ok == 0);
     Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
-}
-
-pub fn run_seed_cli(config: &Config, args: &SeedArgs) -> anyhow::Result<ExitCode> {
-    let dir = config.models.resolve_dir()?;
-    let manifest = ModelManifest::load(&dir, &config.models.recognizer)?;
-    let dimension = manifest
-        .recognizer
-        .as_ref()
-        .map(|r| r.dimension)
-        .with_context(|| format!("bench seed: {} is not a recognizer", manifest.id))?;
-    let plan = SeedPlan {
-        model_id: manifest.id.clone(),
-        dimension,
-        templates: args.templates,
-        watchlists: args.watchlists,
-        templates_per_subject: args.templates_per_subject,
-        batch: args.batch,
-        clusters: args.clusters,
-        seed: args.seed,
-        alert_fpir: config.gallery.default_alert_fpir,
-    };
-    let store = SqliteStore::open(&args.data_dir).with_context(|| format!("bench seed: store in {}", args.data_dir.display()))?;
-    let bar = progress_bar(args.templates as u64, "templates");
-    let summary = seed_gallery(&store, &plan, &|done| bar.set_position(done as u64));
-    bar.finish_and_clear();
-    let summary = summary.context("bench seed")?;
-    eprintln!(
-        "seeded {} templates ({} subjects) of {} in {:.1} s ({:.0} templates/s; subjects {:.1} s, templates {:.1} s)",
-        summary.templates,
-        summary.subjects,
-        plan.model_id,
-        summary.seconds,
-        summary.templates_per_second,
-        summary.subject_seconds,
-        summary.template_seconds
-    );
-    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "plan": plan, "summary": summary }))?);
-    Ok(ExitCode::SUCCESS)
-}
-
-pub fn run_pipeline_throughput_cli(config: &Config, args: &PipelineThroughputArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= MAX_LEVEL_SECONDS,
-        "bench pipeline-throughput: --seconds must be in (0, {MAX_LEVEL_SECONDS}]"
-    );
-    let photo = std::fs::read(&args.photo).with_context(|| format!("photo {}: cannot be read", args.photo.display()))?;
-    // The server's settings: sessions per model from `runtime.sessions` (default: cores), one intra-op thread.
-    let pipeline = FacePipeline::load(&config.pipeline()).context("bench pipeline-throughput: loading the face pipeline")?;
-    let result = measure_pipeline_throughput(&pipeline, &photo, args.threads, Duration::from_secs_f64(args.seconds), args.warmup)
-        .with_context(|| format!("bench pipeline-throughput: photo {}", args.photo.display()))?;
-    eprintln!(
-        "pipeline alone: {:.2} photos/s on {} thread(s) ({} photos, p50 {:.2} ms, {:.2} faces per photo)",
-        result.photos_per_second, result.threads, result.photos, result.latency_ms.p50, result.faces_per_photo
-    );
-    let runtime = &config.runtime;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&serde_json::json!({
-            "photo": args.photo, "sessions": runtime.sessions, "intra_threads": runtime.intra_threads, "result": result,
-        }))?
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
@@ -1472,51 +1102,4 @@ mod tests {
         assert_eq!(short.faces_per_answer, 0.0);
     }
 
-    #[test]
-    fn cpu_ticks_are_read_after_the_command_name() {
-        let own = std::fs::read_to_string("/proc/self/stat").expect("linux /proc");
-        assert!(cpu_ticks(&own).is_some(), "{own}");
-        let odd = "42 (a) b) (c) R 1 2 3 4 5 6 7 8 9 10 1234 56 0 0 20 0 1 0";
-        assert_eq!(cpu_ticks(odd), Some(1290));
-        assert_eq!(cpu_ticks("42 (x) R 1 2"), None);
-    }
-
-    #[test]
-    fn seeding_adds_unit_templates_across_watchlists() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        let plan = SeedPlan {
-            model_id: "face-reid-retail-0095".into(),
-            dimension: 16,
-            templates: 25,
-            watchlists: 3,
-            templates_per_subject: 2,
-            batch: 10,
-            clusters: 4,
-            seed: 9,
-            alert_fpir: 0.003,
-        };
-        let seen = std::sync::Mutex::new(Vec::new());
-        let summary = seed_gallery(&store, &plan, &|n| seen.lock().unwrap().push(n)).unwrap();
-        assert_eq!((summary.templates, summary.subjects), (25, 13));
-        assert_eq!(seen.lock().unwrap().last(), Some(&25));
-        assert_eq!(store.count_templates("face-reid-retail-0095").unwrap(), 25);
-        let mut norms = Vec::new();
-        store
-            .for_each_template("face-reid-retail-0095", &mut |_, _, v| {
-                norms.push(v.iter().map(|x| x * x).sum::<f32>().sqrt())
-            })
-            .unwrap();
-        assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-4), "{norms:?}");
-        let stats = store.stats().unwrap();
-        let per_list: Vec<(String, usize)> = stats.watchlists.iter().map(|w| (w.watchlist.clone(), w.subjects)).collect();
-        assert_eq!(per_list.len(), 3);
-        assert_eq!(per_list.iter().map(|(_, n)| n).sum::<usize>(), 13);
-        assert!(per_list.iter().all(|(_, n)| *n >= 4), "{per_list:?}");
-        // A second run reuses the watchlists and adds to the store.
-        let again = seed_gallery(&store, &SeedPlan { templates: 5, ..plan.clone() }, &|_| {}).unwrap();
-        assert_eq!(again.watchlists.len(), 3);
-        assert_eq!(store.count_templates("face-reid-retail-0095").unwrap(), 30);
-        assert!(seed_gallery(&store, &SeedPlan { batch: 0, ..plan }, &|_| {}).is_err());
-    }
 }
