@@ -9,10 +9,12 @@
 #      while the requests it admits keep a bounded p99;
 #   4. flood: the sustainable rate again for --flood-s (default 120) seconds beside --slow-senders (default 400)
 #      connections that trickle their headers or idle; the searches must go on as in the soak.
-# One server serves all four, so the flood also shows recovery after the overload.
+# One server serves all four, so the flood also shows recovery after the overload. All searches use one checkpoint
+# key, so the per-key rate limit (`access.rate_per_second`, default 50) is raised to --key-rate (default 1000) to
+# measure the server rather than one key's allowance; with --key-rate 50 the overload sheds with 429 instead.
 #
 # Usage: scripts/bench_soak.sh [--out DIR] [--soak-s S] [--overload-s S] [--flood-s S] [--capacity-s S]
-#                              [--fraction F] [--rate R] [--slow-senders N] [--keep]
+#                              [--fraction F] [--rate R] [--slow-senders N] [--key-rate N] [--keep]
 #        --rate R skips the capacity measurement and uses R searches/s as the sustainable rate.
 # Env:   FACEMATCH_BIN  use this binary (built with `--features lab`) instead of building target/release/facematch
 # Writes capacity/, soak/, overload/, flood/ (each with soak.json and soak.md) and summary.md into --out
@@ -21,6 +23,8 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# shellcheck source=scripts/bench_lib.sh
+source scripts/bench_lib.sh
 shared="${FACEMATCH_SHARED:-$root/../shared}"
 out="reports/bench-soak/$(date -u +%Y%m%dT%H%M%SZ)"
 soak_s=600
@@ -30,6 +34,7 @@ capacity_s=30
 fraction=0.75
 rate=""
 slow_senders=400
+key_rate=1000
 keep=0
 die() { printf 'bench_soak: error: %s\n' "$*" >&2; exit 1; }
 say() { printf 'bench_soak: %s\n' "$*" >&2; }
@@ -44,6 +49,7 @@ while [ $# -gt 0 ]; do
     --fraction) fraction="$2"; shift 2 ;;
     --rate) rate="$2"; shift 2 ;;
     --slow-senders) slow_senders="$2"; shift 2 ;;
+    --key-rate) key_rate="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
     -h|--help) awk 'NR > 1 && /^set -euo/ { exit } NR > 1' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
@@ -77,32 +83,19 @@ export NO_COLOR=1
 
 # The probe, as scripts/bench_http.sh makes it: 640x480, one face.
 probe="$work/probe-640x480.jpg"
-.venv/bin/python -c '
-import sys, cv2, numpy as np
-im = cv2.imread(sys.argv[1])
-h, w = im.shape[:2]
-s = min(640 / w, 480 / h)
-im = cv2.resize(im, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-canvas = np.full((480, 640, 3), 127, np.uint8)
-y, x = (480 - im.shape[0]) // 2, (640 - im.shape[1]) // 2
-canvas[y:y + im.shape[0], x:x + im.shape[1]] = im
-cv2.imwrite(sys.argv[2], canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
-' "$shared/faces/deepface/id01/img11.jpg" "$probe"
+bench_make_probe "$shared" "$probe"
 
 data="$work/gallery"
 say "seeding 10,000 templates"
 "$bin" bench seed --data-dir "$data" --templates 10000 --watchlists 4 --seed 7 >"$out/seed.json"
 # Keys travel in the environment, never on a command line that `ps` shows.
-key() {
-  "$bin" keys create --data-dir "$data" --name "soak $1" --role "$1" --purpose "benchmark" 2>/dev/null |
-    .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["secret"])'
-}
-FACEMATCH_API_KEY="$(key checkpoint)"
-FACEMATCH_METRICS_KEY="$(key admin)"
+FACEMATCH_API_KEY="$(bench_create_key "$bin" "$data" checkpoint)"
+FACEMATCH_METRICS_KEY="$(bench_create_key "$bin" "$data" admin)"
 export FACEMATCH_API_KEY FACEMATCH_METRICS_KEY
 
 log="$out/serve.log"
-"$bin" serve --data-dir "$data" --listen 127.0.0.1:0 >"$log" 2>&1 &
+FACEMATCH_ACCESS__RATE_PER_SECOND="$key_rate" FACEMATCH_ACCESS__RATE_BURST="$((2 * key_rate))" \
+  "$bin" serve --data-dir "$data" --listen 127.0.0.1:0 >"$log" 2>&1 &
 server_pid=$!
 addr=""
 while [ -z "$addr" ]; do
@@ -121,7 +114,7 @@ if [ -z "$rate" ]; then
   rate="$(.venv/bin/python -c '
 import json, sys
 level = json.load(open(sys.argv[1]))["outcome"]["levels"][0]
-print(f"{float(sys.argv[2]) * level[\"ok_per_second\"]:.1f}")
+print("%.1f" % (float(sys.argv[2]) * level["ok_per_second"]))
 ' "$out/capacity/levels.json" "$fraction")"
 fi
 overload_rate="$(awk -v r="$rate" 'BEGIN { printf "%.1f", 3 * r }')"

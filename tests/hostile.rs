@@ -576,6 +576,9 @@ async fn slow_idle_and_surplus_connections_are_cut_off() {
         .unwrap();
     assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
     assert_eq!(preflight.headers()["access-control-allow-origin"], review);
+    // Its key travels as a bearer token: the preflight must allow the header.
+    let allowed_headers = preflight.headers()["access-control-allow-headers"].to_str().unwrap();
+    assert!(allowed_headers.split(", ").any(|h| h == "authorization"), "{allowed_headers}");
     let created = h.json("/v1/watchlists", r#"{"name":"reviewed"}"#.into()).header("origin", review).send().await.unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
     assert_eq!(created.headers()["access-control-allow-origin"], review);

@@ -94,3 +94,56 @@ fn load_generator_counts_agree_with_the_server() {
     assert_eq!(client, server);
     test_server.stop();
 }
+
+/// A short soak beside slow senders against a server with one-second timeouts: every scheduled search is sent and
+/// answered, and every slow connection is closed by the server rather than held.
+#[test]
+fn soak_answers_every_arrival_while_slow_senders_are_cut_off() {
+    use facematch::loadgen::soak::{run_soak, SlowStyle, SoakPlan};
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let plan = SeedPlan {
+            model_id: MODEL.into(),
+            dimension: 256,
+            templates: 50,
+            watchlists: 1,
+            templates_per_subject: 1,
+            batch: 50,
+            clusters: 4,
+            seed: 5,
+            alert_fpir: 0.003,
+        };
+        seed_gallery(&store, &plan, &|_| {}).unwrap();
+    }
+    let server = ServerConfig { header_timeout_s: 1, idle_timeout_s: 1, ..ServerConfig::default() };
+    let test_server = TestServer::start(dir.path(), server);
+    let plan = SoakPlan {
+        base_url: test_server.base.clone(),
+        photos: vec![ProbePhoto::read(&common::deepface().join("id01").join("img11.jpg")).unwrap()],
+        rate_per_second: 4.0,
+        duration: Duration::from_secs(4),
+        window: Duration::from_secs(2),
+        max_in_flight: 64,
+        mode: ProbeMode::Identification,
+        request_timeout: Duration::from_secs(120),
+        api_key: Some(test_server.key(Role::Checkpoint).to_owned()),
+        // The server runs in this process: its memory and open files are this process's.
+        server_pid: Some(std::process::id()),
+        slow_senders: 6,
+        slow_style: SlowStyle::Mixed,
+    };
+    let outcome = run_soak(&plan, &|_| {}).unwrap();
+    let totals = &outcome.totals;
+    assert_eq!(outcome.windows.len(), 2);
+    // Arrivals every 250 ms for 4 s: 16, all sent, all answered.
+    assert_eq!(outcome.windows.iter().map(|w| w.scheduled).sum::<usize>(), 16);
+    assert_eq!((totals.sent, totals.ok, totals.not_sent), (16, 16, 0), "{totals:?}");
+    assert_eq!(totals.status_counts.get(&200), Some(&16));
+    assert!(outcome.windows.iter().all(|w| w.server.is_some_and(|s| s.rss_mib > 0.0 && s.open_files > 0)));
+    // Each slow sender was cut off at least once, long before the run ended.
+    assert!(totals.slow_closed_by_server >= 6, "{totals:?}");
+    assert!(totals.slow_longest_held_s < 3.5, "{totals:?}");
+    test_server.stop();
+}

@@ -54,7 +54,7 @@ pub struct ServeArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct EnrollArgs {
-    /// Watchlist to enroll into (created when missing).
+    /// Watchlist to enroll into (created when missing, which takes an admin key).
     #[arg(long)]
     pub watchlist: String,
     /// Folder of `<subject>/<photo>`.

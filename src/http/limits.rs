@@ -83,7 +83,8 @@ pub async fn check_request(State(policy): State<EdgePolicy>, request: Request, n
         h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, PATCH, DELETE"));
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("content-type, x-facematch-actor, x-facematch-role, x-facematch-purpose"),
+            // A console on an allowed origin sends its key as a bearer token and states its purpose.
+            HeaderValue::from_static("authorization, content-type, x-facematch-purpose"),
         );
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         r

@@ -1,0 +1,23 @@
+# Shared by the HTTP benchmark scripts (sourced, not run): the probe photo and API keys.
+
+# bench_make_probe SHARED OUT: the probe, deepface id01/img11.jpg (600x800, one face) scaled to fit 640x480 and
+# centred on grey, JPEG quality 90 (OpenCV from .venv).
+bench_make_probe() {
+  .venv/bin/python -c '
+import sys, cv2, numpy as np
+im = cv2.imread(sys.argv[1])
+h, w = im.shape[:2]
+s = min(640 / w, 480 / h)
+im = cv2.resize(im, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+canvas = np.full((480, 640, 3), 127, np.uint8)
+y, x = (480 - im.shape[0]) // 2, (640 - im.shape[1]) // 2
+canvas[y:y + im.shape[0], x:x + im.shape[1]] = im
+cv2.imwrite(sys.argv[2], canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
+' "$1/faces/deepface/id01/img11.jpg" "$2"
+}
+
+# bench_create_key BIN DATA_DIR ROLE: prints a new key's secret (the CLI shows it once).
+bench_create_key() {
+  "$1" keys create --data-dir "$2" --name "bench $3" --role "$3" --purpose "benchmark" 2>/dev/null |
+    .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["secret"])'
+}
