@@ -44,7 +44,7 @@ impl SlowStyle {
     /// The behaviour of the `i`-th slow sender.
     fn nth(self, i: usize) -> SlowStyle {
         match self {
-            SlowStyle::Mixed if i % 2 == 0 => SlowStyle::Headers,
+            SlowStyle::Mixed if i.is_multiple_of(2) => SlowStyle::Headers,
             SlowStyle::Mixed => SlowStyle::Idle,
             style => style,
         }
@@ -420,9 +420,8 @@ async fn misbehave(stream: &mut tokio::net::TcpStream, style: SlowStyle) {
                     return;
                 }
                 // Watch for the server's answer or close while pausing between bytes.
-                match tokio::time::timeout(TRICKLE_PAUSE, stream.read(&mut buf)).await {
-                    Ok(Ok(0) | Err(_)) => return,
-                    Ok(Ok(_)) | Err(_) => {}
+                if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(TRICKLE_PAUSE, stream.read(&mut buf)).await {
+                    return;
                 }
             }
         }
