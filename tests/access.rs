@@ -58,6 +58,9 @@ const EDITORS: &[Role] = &[Enroller];
 const ADMINS: &[Role] = &[Admin];
 const AUDITORS: &[Role] = &[Auditor];
 const WATCHLIST_READERS: &[Role] = &[Checkpoint, Investigator, Enroller, Admin];
+const HIT_READERS: &[Role] = &[Checkpoint, Investigator];
+const REVIEWERS: &[Role] = &[Investigator];
+const OFFICERS: &[Role] = &[Checkpoint];
 
 /// The rule table (README "Keys and roles" says the same in words).
 const RULES: &[Rule] = &[
@@ -91,6 +94,12 @@ const RULES: &[Rule] = &[
     rule("post", "/v1/keys", "", Some(ADMINS), Named, 201),
     rule("post", "/v1/keys/{id}/revoke", "", Some(ADMINS), Named, 200),
     rule("post", "/v1/keys/{id}/rotate", "", Some(ADMINS), Named, 201),
+    rule("get", "/v1/hits", "", Some(HIT_READERS), Filtered, 200),
+    rule("get", "/v1/hits/{id}", "", Some(HIT_READERS), Named, 200),
+    rule("get", "/v1/hits/{id}/probe.jpg", "", Some(REVIEWERS), Named, 200),
+    rule("post", "/v1/hits/{id}/decisions", "", Some(REVIEWERS), Named, 201),
+    rule("post", "/v1/hits/{id}/acknowledge", "", Some(OFFICERS), Named, 200),
+    rule("get", "/v1/cases/{case}/confirmed", "", Some(REVIEWERS), Filtered, 200),
 ];
 
 /// The gallery every attempt runs against, and fresh things to change or delete so each attempt finds its target.
@@ -100,6 +109,8 @@ struct Fixture {
     /// A subject of `wanted` with one enrolled face.
     subject: i64,
     template: i64,
+    /// A hit on that subject, made by a checkpoint search.
+    hit: i64,
     counter: AtomicUsize,
 }
 
@@ -125,6 +136,14 @@ impl Fixture {
         let r = self.as_role(Enroller, Method::POST, &path).multipart(form).send().await.unwrap();
         let body: Value = r.json().await.unwrap();
         body["results"][0]["template"]["id"].as_i64().unwrap_or_else(|| panic!("enrolment of {photo}: {body}"))
+    }
+
+    /// A fresh hit: a checkpoint search of another photo of the subject, which alerts.
+    async fn new_hit(&self) -> i64 {
+        let form = photo_form(&[("photo", &common::deepface().join("id05/img15.jpg"))]).text("case", "access case");
+        let r = self.as_role(Checkpoint, Method::POST, "/v1/search").multipart(form).send().await.unwrap();
+        let body: Value = r.json().await.unwrap();
+        body["hits"][0].as_i64().unwrap_or_else(|| panic!("the checkpoint search alerts: {body}"))
     }
 
     async fn new_watchlist(&self) -> String {
@@ -204,6 +223,16 @@ impl Fixture {
             ("post", "/v1/keys/{id}/rotate", _) => {
                 (Method::POST, format!("/v1/keys/{}/rotate", self.new_key().await), Body::None)
             }
+            ("get", "/v1/hits/{id}", _) => (Method::GET, format!("/v1/hits/{}", self.hit), Body::None),
+            ("get", "/v1/hits/{id}/probe.jpg", _) => (Method::GET, format!("/v1/hits/{}/probe.jpg", self.hit), Body::None),
+            ("post", "/v1/hits/{id}/decisions", _) => {
+                let body = json!({ "decision": "inconclusive", "comment": "access test" });
+                (Method::POST, format!("/v1/hits/{}/decisions", self.new_hit().await), Body::Json(body))
+            }
+            ("post", "/v1/hits/{id}/acknowledge", _) => {
+                (Method::POST, format!("/v1/hits/{}/acknowledge", self.new_hit().await), Body::None)
+            }
+            ("get", "/v1/cases/{case}/confirmed", _) => (Method::GET, "/v1/cases/access%20case/confirmed".into(), Body::None),
             ("get", "/v1/audit/membership", _) => {
                 (Method::GET, "/v1/audit/membership?watchlist=wanted&on=2026-01-01T00:00:00Z".into(), Body::None)
             }
@@ -259,9 +288,10 @@ async fn every_route_answers_every_key_exactly_as_the_rule_table_says() {
         let r = client.post(server.url("/v1/watchlists")).bearer_auth(server.key(Admin)).json(&json!({ "name": name }));
         assert_eq!(r.send().await.unwrap().status(), 201);
     }
-    let mut fixture = Fixture { server, client, subject: 0, template: 0, counter: AtomicUsize::new(0) };
+    let mut fixture = Fixture { server, client, subject: 0, template: 0, hit: 0, counter: AtomicUsize::new(0) };
     fixture.subject = fixture.new_subject().await;
     fixture.template = fixture.enroll(fixture.subject, "id05/img14.jpg").await;
+    fixture.hit = fixture.new_hit().await;
 
     // Keys the table is tried with, made through the core on the running server's service.
     let service = facematch::service::WatchlistService::open(

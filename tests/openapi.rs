@@ -191,6 +191,37 @@ async fn every_answer_of_every_route_matches_the_served_document() {
     let faceless = photo_form(&[("photo_a", &blank), ("photo_b", &probe)]);
     assert_eq!(c.check("post", verify, req(Method::POST, verify).multipart(faceless)).await.0, 422);
 
+    // Hits and their review.
+    let form = photo_form(&[("photo", &probe)]).text("checkpoint", "gate 3").text("case", "2026/114");
+    let (s, alert) = c.check("post", search, as_role(Role::Checkpoint, Method::POST, search).multipart(form)).await;
+    assert_eq!(s, 200);
+    let hit = alert["hits"][0].as_i64().unwrap_or_else(|| panic!("the checkpoint search alerts: {alert}"));
+    let hits = "/v1/hits";
+    assert_eq!(c.check("get", hits, req(Method::GET, "/v1/hits?state=undecided&case=2026/114")).await.0, 200);
+    assert_eq!(c.check("get", hits, req(Method::GET, "/v1/hits?state=maybe")).await.0, 400);
+    let one_hit = "/v1/hits/{id}";
+    assert_eq!(c.check("get", one_hit, req(Method::GET, &format!("/v1/hits/{hit}"))).await.0, 200);
+    assert_eq!(c.check("get", one_hit, req(Method::GET, "/v1/hits/999999")).await.0, 404);
+    assert_eq!(c.check("get", one_hit, req(Method::GET, "/v1/hits/x")).await.0, 400);
+    let probe_jpg = "/v1/hits/{id}/probe.jpg";
+    assert_eq!(c.check("get", probe_jpg, req(Method::GET, &format!("/v1/hits/{hit}/probe.jpg"))).await.0, 200);
+    assert_eq!(c.check("get", probe_jpg, req(Method::GET, "/v1/hits/999999/probe.jpg")).await.0, 404);
+    let acknowledge = "/v1/hits/{id}/acknowledge";
+    assert_eq!(c.check("post", acknowledge, req(Method::POST, &format!("/v1/hits/{hit}/acknowledge"))).await.0, 200);
+    assert_eq!(c.check("post", acknowledge, req(Method::POST, &format!("/v1/hits/{hit}/acknowledge"))).await.0, 409);
+    let decisions = "/v1/hits/{id}/decisions";
+    let decided = format!("/v1/hits/{hit}/decisions");
+    let decision = json!({ "decision": "potential_match", "comment": "same ear" });
+    assert_eq!(c.check("post", decisions, req(Method::POST, &decided).json(&decision)).await.0, 201);
+    assert_eq!(c.check("post", decisions, req(Method::POST, &decided).json(&decision)).await.0, 409);
+    let blank = json!({ "decision": "no_candidate", "comment": " " });
+    assert_eq!(c.check("post", decisions, req(Method::POST, &decided).json(&blank)).await.0, 422);
+    let unknown = json!({ "decision": "maybe", "comment": "x" });
+    assert_eq!(c.check("post", decisions, req(Method::POST, &decided).json(&unknown)).await.0, 400);
+    let export = "/v1/cases/{case}/confirmed";
+    assert_eq!(c.check("get", export, req(Method::GET, "/v1/cases/2026%2F114/confirmed")).await.0, 200);
+    assert_eq!(c.check("get", export, as_role(Role::Checkpoint, Method::GET, "/v1/cases/2026%2F114/confirmed")).await.0, 403);
+
     // Audit.
     assert_eq!(c.check("get", "/v1/audit", req(Method::GET, "/v1/audit?per_page=5")).await.0, 200);
     assert_eq!(c.check("get", "/v1/audit", req(Method::GET, "/v1/audit?page=-1")).await.0, 400);

@@ -81,6 +81,12 @@ pub struct SearchArgs {
     pub watchlists: Vec<String>,
     #[arg(long)]
     pub min_face_px: Option<f32>,
+    /// The checkpoint the search is made at, kept on the hits an identification search makes.
+    #[arg(long)]
+    pub checkpoint: Option<String>,
+    /// The case the search is for, kept on its hits.
+    #[arg(long)]
+    pub case: Option<String>,
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     #[command(flatten)]
@@ -318,6 +324,8 @@ pub fn search(config: &Config, args: &SearchArgs) -> anyhow::Result<ExitCode> {
         watchlists: (!args.watchlists.is_empty()).then(|| args.watchlists.clone()),
         min_quality: None,
         min_face_px: args.min_face_px,
+        checkpoint: args.checkpoint.clone(),
+        case: args.case.clone(),
     };
     let photo = std::fs::read(&args.photo).with_context(|| format!("photo {}", args.photo.display()))?;
     print_json(&service.search_photo(&photo, &request, &args.caller.principal(&service, None)?)?)?;

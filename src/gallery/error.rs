@@ -10,6 +10,7 @@ pub enum Entity {
     Subject,
     Template,
     ApiKey,
+    Hit,
 }
 
 impl fmt::Display for Entity {
@@ -19,6 +20,7 @@ impl fmt::Display for Entity {
             Entity::Subject => "subject",
             Entity::Template => "template",
             Entity::ApiKey => "api key",
+            Entity::Hit => "hit",
         })
     }
 }
@@ -36,6 +38,14 @@ pub enum ConflictKind {
     DuplicateKey,
     /// The key was revoked already.
     KeyRevoked,
+    /// This reviewer (key or key holder) decided on the hit already: nobody reviews their own decision.
+    AlreadyDecided,
+    /// The hit is confirmed or rejected: its review is over.
+    ReviewClosed,
+    /// The alert was acknowledged already.
+    AlreadyAcknowledged,
+    /// Only a checkpoint's alert is acknowledged; a job's hit is reviewed.
+    NotAnAlert,
 }
 
 /// Which input rule a request broke.
@@ -59,6 +69,11 @@ pub enum InvalidKind {
     KeyId,
     KeyRole,
     Retention,
+    /// A review queue filter or page.
+    HitQuery,
+    Checkpoint,
+    CaseRef,
+    Comment,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +158,10 @@ impl GalleryError {
                 what: Entity::ApiKey,
                 ..
             } => "key_not_found",
+            GalleryError::NotFound {
+                what: Entity::Hit,
+                ..
+            } => "hit_not_found",
             GalleryError::Conflict { kind, .. } => match kind {
                 ConflictKind::DuplicateWatchlist => "duplicate_watchlist",
                 ConflictKind::WatchlistNotEmpty => "watchlist_not_empty",
@@ -151,6 +170,10 @@ impl GalleryError {
                 ConflictKind::ModelChanged => "model_changed",
                 ConflictKind::DuplicateKey => "duplicate_key",
                 ConflictKind::KeyRevoked => "key_already_revoked",
+                ConflictKind::AlreadyDecided => "already_decided",
+                ConflictKind::ReviewClosed => "review_closed",
+                ConflictKind::AlreadyAcknowledged => "already_acknowledged",
+                ConflictKind::NotAnAlert => "not_an_alert",
             },
             GalleryError::Invalid { kind, .. } => match kind {
                 InvalidKind::WatchlistName => "invalid_watchlist_name",
@@ -171,6 +194,10 @@ impl GalleryError {
                 InvalidKind::KeyId => "invalid_key_id",
                 InvalidKind::KeyRole => "invalid_role",
                 InvalidKind::Retention => "invalid_retention",
+                InvalidKind::HitQuery => "invalid_hit_query",
+                InvalidKind::Checkpoint => "invalid_checkpoint",
+                InvalidKind::CaseRef => "invalid_case",
+                InvalidKind::Comment => "invalid_comment",
             },
             GalleryError::AuditChainBroken { .. } => "audit_chain_broken",
             GalleryError::AnchorKey { .. } => "audit_anchor_key",

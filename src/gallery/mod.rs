@@ -8,6 +8,7 @@ pub mod audit;
 #[cfg(test)]
 mod conformance;
 pub mod error;
+pub mod hits;
 pub mod keys;
 pub mod model;
 pub mod schema;
@@ -16,6 +17,7 @@ pub mod store;
 pub mod validation;
 
 pub use anchor::{AuditProblem, AuditAnchor};
+pub use hits::{Decision, Hit, HitPage, HitQuery, HitSource, HitState, HitStore, NewHit, NewReview, Person, Review};
 pub use keys::{ApiKey, KeyStore, NewApiKey};
 pub use error::{ConflictKind, Entity, GalleryError, InvalidKind};
 pub use model::{

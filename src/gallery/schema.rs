@@ -109,6 +109,56 @@ const MIGRATIONS: &[&str] = &[
         || substr('89AB', 1 + (unicode(substr(h, 17, 1)) % 4), 1) || substr(h, 18, 3) || '-' || substr(h, 21, 12))
     FROM (SELECT hex(randomblob(16)) AS h);
     "#,
+    // 5: hits (search candidates above their alert threshold) and their human review. A hit keeps the ids of the
+    // subject and template it names, not a copy of them, and no foreign key: a subject erased by hand or by
+    // retention leaves its hits' decisions on record, with nothing of the subject but its id. The watchlist is kept
+    // by name (names never change) so that a key limited to watchlists filters hits without a join.
+    r#"
+    CREATE TABLE hit (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at        TEXT NOT NULL,
+        source            TEXT NOT NULL CHECK (source IN ('checkpoint', 'job')),
+        search_id         INTEGER NOT NULL REFERENCES audit(id),
+        face              INTEGER NOT NULL CHECK (face >= 0),
+        watchlist         TEXT NOT NULL,
+        subject_id        INTEGER NOT NULL,
+        template_id       INTEGER NOT NULL,
+        similarity        REAL NOT NULL,
+        decision_score    REAL,
+        fpir              REAL,
+        fpir_extrapolated INTEGER NOT NULL CHECK (fpir_extrapolated IN (0, 1)),
+        searched_by_key   TEXT NOT NULL,
+        searched_by_name  TEXT NOT NULL,
+        checkpoint        TEXT,
+        case_ref          TEXT,
+        state             TEXT NOT NULL
+            CHECK (state IN ('undecided', 'awaiting_second', 'confirmed', 'rejected', 'disputed')),
+        acknowledged_at   TEXT,
+        acknowledged_key  TEXT,
+        acknowledged_name TEXT
+    );
+    CREATE INDEX hit_state ON hit(state, id);
+    CREATE INDEX hit_case ON hit(case_ref, id) WHERE case_ref IS NOT NULL;
+
+    -- Kept apart so that paging through queues never reads JPEG bytes.
+    CREATE TABLE hit_probe (
+        hit_id INTEGER PRIMARY KEY REFERENCES hit(id) ON DELETE CASCADE,
+        jpeg   BLOB NOT NULL
+    );
+
+    -- One decision per reviewer per hit, by key and by the key holder's name (a rotated key keeps its name).
+    CREATE TABLE hit_review (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        hit_id        INTEGER NOT NULL REFERENCES hit(id) ON DELETE CASCADE,
+        reviewer_key  TEXT NOT NULL,
+        reviewer_name TEXT NOT NULL,
+        decision      TEXT NOT NULL CHECK (decision IN ('potential_match', 'no_candidate', 'inconclusive')),
+        comment       TEXT NOT NULL,
+        at            TEXT NOT NULL,
+        UNIQUE (hit_id, reviewer_key),
+        UNIQUE (hit_id, reviewer_name)
+    );
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

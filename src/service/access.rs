@@ -28,6 +28,12 @@ pub enum Permission {
     ReadAudit,
     /// Gallery and index figures.
     ReadStats,
+    /// See hits (the review queues and each hit with its decisions).
+    ReadHits,
+    /// Record a decision on a hit, see its probe crop, export a case's confirmed hits.
+    ReviewHits,
+    /// Acknowledge an open checkpoint alert.
+    AcknowledgeHits,
 }
 
 impl Permission {
@@ -44,19 +50,37 @@ impl Permission {
             Permission::ManageKeys => "manage api keys",
             Permission::ReadAudit => "read the audit trail",
             Permission::ReadStats => "read gallery figures",
+            Permission::ReadHits => "read hits",
+            Permission::ReviewHits => "review hits",
+            Permission::AcknowledgeHits => "acknowledge alerts",
         }
     }
 }
 
 impl Role {
     /// The role table (README "Keys and roles" shows the same table).
+    ///
+    /// Hits: investigators review them, see their probe crops and export what two of them confirmed; a checkpoint
+    /// sees the hits of its watchlists and acknowledges alerts, but neither reviews (the officer at the desk is not
+    /// the examiner) nor sees other travellers' probe crops. Admins get nothing of hits: they manage keys and
+    /// watchlists, and a key that can make keys must not also be able to look at travellers' faces or decide on
+    /// them, or one stolen admin key would be a reviewer of any name. Auditors read the decisions in the trail.
     pub fn may(self, permission: Permission) -> bool {
         use Permission::*;
         match self {
-            Role::Checkpoint => matches!(permission, SearchIdentification | Verify | ReadWatchlists),
+            Role::Checkpoint => {
+                matches!(permission, SearchIdentification | Verify | ReadWatchlists | ReadHits | AcknowledgeHits)
+            }
             Role::Investigator => matches!(
                 permission,
-                SearchIdentification | SearchInvestigation | Verify | ReadWatchlists | ReadSubjects | ViewPhotos
+                SearchIdentification
+                    | SearchInvestigation
+                    | Verify
+                    | ReadWatchlists
+                    | ReadSubjects
+                    | ViewPhotos
+                    | ReadHits
+                    | ReviewHits
             ),
             Role::Enroller => matches!(permission, ReadWatchlists | ReadSubjects | ViewPhotos | EditSubjects),
             Role::Admin => matches!(permission, ManageKeys | ManageWatchlists | ReadWatchlists | ReadStats),

@@ -92,6 +92,7 @@ mod tests {
                 fpir: None,
                 fpir_extrapolated: false,
                 alert: false,
+                hit_id: None,
             })
             .collect();
         FaceSearch { face: None, searched: true, skipped_reason: None, candidates }

@@ -61,11 +61,7 @@ impl WatchlistService {
             return Err(ServiceError::PoorQuality { reasons });
         }
         let thumbnail = if self.config.store_thumbnails {
-            let mut out = Cursor::new(Vec::new());
-            image::DynamicImage::ImageRgb8(face.aligned.image.clone())
-                .write_to(&mut out, image::ImageFormat::Jpeg)
-                .map_err(ServiceError::Thumbnail)?;
-            Some(out.into_inner())
+            Some(face_jpeg(&face.aligned.image)?)
         } else {
             None
         };
@@ -94,4 +90,14 @@ impl WatchlistService {
         };
         Ok(EnrollOutcome { template, quality: face.quality, faces_in_photo: count })
     }
+}
+
+/// The small JPEG of an aligned face: an enrolled template's thumbnail, and a hit's probe crop, so that a reviewer
+/// compares the two side by side at the same size and geometry (the recognizer's alignment).
+pub(super) fn face_jpeg(image: &image::RgbImage) -> Result<Vec<u8>, ServiceError> {
+    let mut out = Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(image.clone())
+        .write_to(&mut out, image::ImageFormat::Jpeg)
+        .map_err(ServiceError::Thumbnail)?;
+    Ok(out.into_inner())
 }

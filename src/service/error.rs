@@ -176,7 +176,14 @@ impl ServiceError {
                 GalleryError::NotFound { .. } => ErrorKind::NotFound,
                 GalleryError::Conflict { kind: ConflictKind::DimensionMismatch, .. } => ErrorKind::Unprocessable,
                 GalleryError::Conflict { .. } => ErrorKind::Conflict,
-                GalleryError::Invalid { kind: crate::gallery::InvalidKind::KeyName, .. } => ErrorKind::BadRequest,
+                GalleryError::Invalid {
+                    kind:
+                        crate::gallery::InvalidKind::KeyName
+                        | crate::gallery::InvalidKind::HitQuery
+                        | crate::gallery::InvalidKind::Checkpoint
+                        | crate::gallery::InvalidKind::CaseRef,
+                    ..
+                } => ErrorKind::BadRequest,
                 GalleryError::Invalid { .. } => ErrorKind::Unprocessable,
                 GalleryError::StorageUnavailable { .. } => ErrorKind::Unavailable,
                 _ => ErrorKind::Internal,

@@ -104,6 +104,16 @@ impl Principal {
         }
     }
 
+    /// As hits record who searched, reviewed or acknowledged: the key's id (`operator` or `system` without one) and
+    /// the holder's name. Reviews are told apart by both, so a rotated key (same name) is still the same person.
+    pub fn person(&self) -> crate::gallery::Person {
+        let key_id = self.key_id.clone().unwrap_or_else(|| match self.role {
+            Role::System => "system".to_owned(),
+            _ => "operator".to_owned(),
+        });
+        crate::gallery::Person { key_id, name: self.name.clone() }
+    }
+
     /// The audit entry of `action` on `target` by this caller.
     pub fn entry(&self, action: Action, target: Option<String>, details: serde_json::Value) -> AuditEntry {
         AuditEntry {
@@ -143,6 +153,14 @@ pub enum Action {
     UpdateWatchlist,
     Backup,
     Restore,
+    /// A reviewer's decision on a hit.
+    ReviewHit,
+    /// An officer acknowledged a checkpoint alert.
+    AcknowledgeHit,
+    /// A view of a hit's probe crop (a traveller's face).
+    ViewHitProbe,
+    /// A case's confirmed hits exported.
+    ExportHits,
 }
 
 impl Action {
@@ -167,6 +185,10 @@ impl Action {
             Action::UpdateWatchlist => "update_watchlist",
             Action::Backup => "backup",
             Action::Restore => "restore",
+            Action::ReviewHit => "review_hit",
+            Action::AcknowledgeHit => "acknowledge_hit",
+            Action::ViewHitProbe => "view_hit_probe",
+            Action::ExportHits => "export_hits",
         }
     }
 }

@@ -12,7 +12,8 @@ use crate::index::{LabelFilter, Neighbour, SearchParams};
 use crate::pipeline::{Analysis, AnalyzeOptions, AnalyzedFace, StageTimings};
 use crate::quality::FaceQuality;
 
-use super::{Action, Permission, Principal, ServiceError, WatchlistService};
+use super::{Action, HitContext, Permission, Principal, ServiceError, WatchlistService};
+use crate::gallery::HitSource;
 
 /// NIST FRTE search modes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -38,6 +39,12 @@ pub struct SearchRequest {
     pub min_quality: Option<f32>,
     /// Look for faces down to this size (photo pixels); crowd photos.
     pub min_face_px: Option<f32>,
+    /// The checkpoint the search is made at, e.g. `gate 3` (printable, at most 100 characters): kept on the hits an
+    /// identification search makes, and a filter of the review queues.
+    pub checkpoint: Option<String>,
+    /// The case the search is for (printable, at most 100 characters): kept on its hits, whose confirmed ones are
+    /// exported per case.
+    pub case: Option<String>,
 }
 
 /// Where a face is and how good it is.
@@ -78,6 +85,8 @@ pub struct Candidate {
     pub fpir_extrapolated: bool,
     /// Whether the decision score reaches the watchlist's alert threshold.
     pub alert: bool,
+    /// The hit this alert made (identification mode): the candidate waits for two reviewers at `/v1/hits/{id}`.
+    pub hit_id: Option<i64>,
 }
 
 /// One probe face and its candidates.
@@ -94,6 +103,8 @@ pub struct FaceSearch {
 pub struct SearchResult {
     /// Audit trail entry of this search.
     pub search_id: i64,
+    /// The hits this search made, one per alerting candidate (identification mode only), in answer order.
+    pub hits: Vec<i64>,
     pub mode: SearchMode,
     pub model_id: String,
     pub gallery_templates: usize,
@@ -160,6 +171,7 @@ impl WatchlistService {
                 }
             }
         }
+        super::hits::validate_context(request.checkpoint.as_deref(), request.case.as_deref())?;
         let watchlists = caller.search_scope(request.watchlists.as_deref())?;
         Ok(SearchRequest { watchlists, ..request.clone() })
     }
@@ -179,6 +191,7 @@ impl WatchlistService {
         let started = Instant::now();
         let context = self.search_context(request)?;
         let mut faces = Vec::with_capacity(analysis.faces.len());
+        let mut probes = Vec::with_capacity(analysis.faces.len());
         for face in &analysis.faces {
             if let Some(min) = request.min_quality {
                 if face.quality.detector_score < min {
@@ -188,13 +201,18 @@ impl WatchlistService {
                         skipped_reason: Some(format!("detector score {:.2} below min_quality {min:.2}", face.quality.detector_score)),
                         candidates: Vec::new(),
                     });
+                    probes.push(None);
                     continue;
                 }
             }
             let candidates = self.candidates(&face.embedding.values, request, &context)?;
+            // Only a face that makes hits needs its crop kept.
+            let makes_hits = request.mode == SearchMode::Identification && !candidates.is_empty();
+            probes.push(if makes_hits { Some(super::enroll::face_jpeg(&face.aligned.image)?) } else { None });
             faces.push(FaceSearch { face: Some(face.into()), searched: true, skipped_reason: None, candidates });
         }
-        let mut result = self.finish_search(caller, request, &context, faces, analysis.timings, started, Some(&analysis.photo_sha256))?;
+        let probe = Probe { sha256: Some(&analysis.photo_sha256), face_jpegs: probes };
+        let mut result = self.finish_search(caller, request, &context, faces, analysis.timings, started, probe)?;
         result.faces_detected = analysis.faces_detected.max(result.faces.len());
         result.faces_truncated = result.faces_detected > result.faces.len();
         Ok(result)
@@ -213,25 +231,54 @@ impl WatchlistService {
         let context = self.search_context(request)?;
         let candidates = self.candidates(&query, request, &context)?;
         let faces = vec![FaceSearch { face: None, searched: true, skipped_reason: None, candidates }];
-        self.finish_search(caller, request, &context, faces, StageTimings::default(), started, None)
+        let probe = Probe { sha256: None, face_jpegs: Vec::new() };
+        self.finish_search(caller, request, &context, faces, StageTimings::default(), started, probe)
     }
 
-    /// Audits the search and assembles its answer.
+    /// Audits the search, records its hits in the same transaction, and assembles its answer.
     #[allow(clippy::too_many_arguments)]
     fn finish_search(
         &self,
         caller: &Principal,
         request: &SearchRequest,
         context: &SearchContext,
-        faces: Vec<FaceSearch>,
+        mut faces: Vec<FaceSearch>,
         timings_ms: StageTimings,
         started: Instant,
-        photo_sha256: Option<&str>,
+        probe: Probe<'_>,
     ) -> Result<SearchResult, ServiceError> {
         let search_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let search_id = self.audit_search(caller, request, &faces, photo_sha256)?;
+        // Identification mode answers only alerting candidates: each is a hit. Investigation mode makes none.
+        let alerting: Vec<(usize, usize)> = match request.mode {
+            SearchMode::Identification => faces
+                .iter()
+                .enumerate()
+                .flat_map(|(f, search)| {
+                    search.candidates.iter().enumerate().filter(|(_, c)| c.alert).map(move |(c, _)| (f, c))
+                })
+                .collect(),
+            SearchMode::Investigation => Vec::new(),
+        };
+        let context_of_hits = HitContext { checkpoint: request.checkpoint.clone(), case: request.case.clone() };
+        let new_hits: Vec<_> = alerting
+            .iter()
+            .map(|&(f, c)| {
+                let jpeg = probe.face_jpegs.get(f).cloned().flatten();
+                Self::new_hit(HitSource::Checkpoint, f, &faces[f].candidates[c], jpeg, &context_of_hits, caller)
+            })
+            .collect();
+        // Who, why, what was asked and which subjects came back — never embeddings or photos.
+        let mut details = super::audit_details::search_details(request, &faces, probe.sha256);
+        if !new_hits.is_empty() {
+            details["hits"] = serde_json::json!(new_hits.len());
+        }
+        let (search_id, hits) = self.record_hits(caller.entry(Action::Search, None, details), new_hits)?;
+        for (&(f, c), hit) in alerting.iter().zip(&hits) {
+            faces[f].candidates[c].hit_id = Some(hit.id);
+        }
         Ok(SearchResult {
             search_id,
+            hits: hits.iter().map(|hit| hit.id).collect(),
             mode: request.mode,
             model_id: self.model_id().to_string(),
             gallery_templates: context.gallery_size,
@@ -439,6 +486,7 @@ impl WatchlistService {
                 fpir,
                 fpir_extrapolated,
                 alert,
+                hit_id: None,
             });
             if out.len() == context.k {
                 break;
@@ -473,17 +521,13 @@ impl WatchlistService {
         neighbours.retain(|n| n.similarity >= floor);
         Ok(neighbours)
     }
+}
 
-    /// Audit entry of a search: who, why, what was asked and which subjects came back — never embeddings or photos.
-    fn audit_search(
-        &self,
-        caller: &Principal,
-        request: &SearchRequest,
-        faces: &[FaceSearch],
-        photo_sha256: Option<&str>,
-    ) -> Result<i64, ServiceError> {
-        self.audit_use(caller.entry(Action::Search, None, super::audit_details::search_details(request, faces, photo_sha256)))
-    }
+/// What a search keeps of its probe photo: its sha256 for the audit trail, and the crop of each face that makes
+/// hits (by face, in answer order; empty for an embedding search).
+struct Probe<'a> {
+    sha256: Option<&'a str>,
+    face_jpegs: Vec<Option<Vec<u8>>>,
 }
 
 struct SearchContext {

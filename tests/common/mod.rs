@@ -222,7 +222,9 @@ pub fn client_with(key: &str) -> reqwest::Client {
 pub fn role_for(method: &reqwest::Method, path: &str) -> facematch::service::Role {
     use facematch::service::Role;
     let changes = *method != reqwest::Method::GET;
-    if path.starts_with("/v1/search") || path.starts_with("/v1/verify") {
+    if path.starts_with("/v1/hits") && path.ends_with("/acknowledge") {
+        Role::Checkpoint
+    } else if path.starts_with("/v1/search") || path.starts_with("/v1/verify") || path.starts_with("/v1/hits") || path.starts_with("/v1/cases") {
         Role::Investigator
     } else if path.starts_with("/v1/subjects") {
         Role::Enroller

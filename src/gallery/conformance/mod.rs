@@ -6,6 +6,7 @@
 
 mod audit;
 mod concurrency;
+mod hits;
 mod records;
 mod retention;
 mod storage;
@@ -23,7 +24,7 @@ use super::model::{
 use super::store::GalleryStore;
 
 // The macro and the engines' own tests name each suite test as `conformance::name`, whichever topic file holds it.
-pub(crate) use self::{audit::*, concurrency::*, records::*, retention::*, storage::*, templates::*};
+pub(crate) use self::{audit::*, concurrency::*, hits::*, records::*, retention::*, storage::*, templates::*};
 
 /// Expands to a `conformance` module with one `#[test]` per suite test, each against a fresh store from `$open`:
 /// the name of a `fn() -> (Guard, impl GalleryStore)` in the invoking module, where the guard (a temporary
@@ -55,6 +56,10 @@ macro_rules! conformance_suite {
             the_audit_head_is_the_newest_entry_and_only_grows,
             a_checkpoint_keeps_every_row,
             a_full_store_refuses_writes_as_storage_unavailable_until_there_is_room,
+            hits_are_recorded_with_the_entry_of_their_search,
+            two_different_reviewers_decide_a_hit_and_nobody_reviews_twice,
+            an_alert_is_acknowledged_once_and_a_jobs_hit_never,
+            hit_queues_filter_and_page_by_id,
         );
     };
     (@tests $open:ident; $($test:ident),+ $(,)?) => {

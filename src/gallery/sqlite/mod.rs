@@ -5,6 +5,7 @@
 //! they read the last committed snapshot without waiting for a write in progress.
 
 mod connection;
+mod hits;
 mod keys;
 mod maintenance;
 mod queries;

@@ -2,6 +2,7 @@
 //! routes cannot drift, and what every handler shares: the caller, running core calls off the async runtime, and
 //! reading bodies into the API's error shape.
 
+mod hits;
 mod keys;
 mod operations;
 mod photos;
@@ -40,6 +41,7 @@ use crate::service::{AuthFailure, Principal, ServiceError, WatchlistService};
         (name = "subjects", description = "Subjects and their enrolled faces"),
         (name = "watchlists", description = "Watchlists"),
         (name = "audit", description = "The tamper-evident audit trail"),
+        (name = "hits", description = "Hits (alerts and candidates above their threshold) and their review by two people"),
         (name = "keys", description = "API keys and their roles (admin)"),
         (name = "operations", description = "Health, readiness, metrics, this document")
     )
@@ -69,6 +71,12 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(keys::rotate_key))
+        .routes(routes!(hits::list_hits))
+        .routes(routes!(hits::get_hit))
+        .routes(routes!(hits::probe))
+        .routes(routes!(hits::decide))
+        .routes(routes!(hits::acknowledge))
+        .routes(routes!(hits::export_confirmed))
         .split_for_parts();
     let router = router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route") })

@@ -40,6 +40,8 @@ fn search_options(form: &Form) -> Result<SearchRequest, ApiError> {
         watchlists: (!watchlists.is_empty()).then_some(watchlists),
         min_quality: form.number("min_quality")?,
         min_face_px: form.number("min_face_px")?,
+        checkpoint: form.text("checkpoint").map(str::to_owned),
+        case: form.text("case").map(str::to_owned),
     })
 }
 
