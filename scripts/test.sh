@@ -5,6 +5,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
+# The console's browser tests: Debian's chromium and playwright-core (tests/browser).
+bash scripts/setup_browser.sh
 # Prove the default recognizer's conversion on every run: the ONNX must match Intel's OpenVINO runtime within 1e-4
 # on real aligned crops and have the sha256 the manifest pins.
 .venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/requirements-verify.txt

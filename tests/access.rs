@@ -61,6 +61,7 @@ const WATCHLIST_READERS: &[Role] = &[Checkpoint, Investigator, Enroller, Admin];
 const HIT_READERS: &[Role] = &[Checkpoint, Investigator];
 const REVIEWERS: &[Role] = &[Investigator];
 const OFFICERS: &[Role] = &[Checkpoint];
+const EVERY_KEY: &[Role] = &[Checkpoint, Investigator, Enroller, Admin, Auditor];
 
 /// The rule table (README "Keys and roles" says the same in words).
 const RULES: &[Rule] = &[
@@ -90,6 +91,7 @@ const RULES: &[Rule] = &[
     rule("get", "/v1/audit", "", Some(AUDITORS), Global, 200),
     rule("get", "/v1/audit/verify", "", Some(AUDITORS), Global, 200),
     rule("get", "/v1/audit/membership", "", Some(AUDITORS), Global, 200),
+    rule("get", "/v1/me", "", Some(EVERY_KEY), Global, 200),
     rule("get", "/v1/keys", "", Some(ADMINS), Filtered, 200),
     rule("post", "/v1/keys", "", Some(ADMINS), Named, 201),
     rule("post", "/v1/keys/{id}/revoke", "", Some(ADMINS), Named, 200),

@@ -47,14 +47,29 @@ impl EdgePolicy {
     }
 }
 
-/// The outermost layer: adds the security headers to whatever comes back, refusals included.
+/// The outermost layer: adds the security headers to whatever comes back, refusals included. A page that sets
+/// its own content-security policy (the console's) keeps it; everything else gets the API's, which forbids all.
 pub async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
+        if name == "content-security-policy" && headers.contains_key(name) {
+            continue;
+        }
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+/// Whether `origin` is this server's own, as the request's `Host` names it (`http://host:port` or `https://…`):
+/// the console's requests. Browsers set `Origin` themselves, so a page elsewhere cannot claim ours.
+fn same_origin(origin: &[u8], headers: &header::HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).map(HeaderValue::as_bytes) else {
+        return false;
+    };
+    [b"http://".as_slice(), b"https://".as_slice()]
+        .iter()
+        .any(|scheme| origin.strip_prefix(*scheme) == Some(host))
 }
 
 /// Head limits, then the browser rules, then the body's deadline.
@@ -67,6 +82,8 @@ pub async fn check_request(State(policy): State<EdgePolicy>, request: Request, n
         None => None,
         Some(origin) => match policy.cors_origins.iter().find(|o| o.as_bytes() == origin.as_slice()) {
             Some(o) => Some(o.clone()),
+            // The console served by this server: the browser names our own origin, so no CORS answer is needed.
+            None if same_origin(origin, request.headers()) => None,
             None => {
                 // A browser page of another origin: its form posts (multipart, text/plain) are "simple" requests
                 // that no preflight stops, so they are refused here, before any handler can act on them.
@@ -192,5 +209,18 @@ mod tests {
             many = many.header(format!("x-{i}"), "1");
         }
         assert_eq!(check_head(&policy(), &many.body(Body::empty()).unwrap()).unwrap_err().code, "headers_too_large");
+    }
+
+    #[test]
+    fn only_the_servers_own_origin_counts_as_the_same() {
+        let mut headers = header::HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        assert!(same_origin(b"http://127.0.0.1:8080", &headers));
+        assert!(same_origin(b"https://127.0.0.1:8080", &headers));
+        assert!(!same_origin(b"http://127.0.0.1:8081", &headers));
+        assert!(!same_origin(b"http://evil.example", &headers));
+        assert!(!same_origin(b"http://127.0.0.1:8080.evil.example", &headers));
+        assert!(!same_origin(b"null", &headers));
+        assert!(!same_origin(b"http://127.0.0.1:8080", &header::HeaderMap::new()));
     }
 }

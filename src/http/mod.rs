@@ -2,6 +2,7 @@
 //! photo work bounded. Handlers are thin: parse, call the service core off the async runtime, map errors.
 
 mod admission;
+mod console;
 mod drain;
 mod error;
 mod limits;
@@ -61,6 +62,9 @@ pub struct ServerConfig {
     /// Browser origins allowed to call the API (CORS), e.g. `["https://review.example.org"]`. Empty by default:
     /// a request carrying any other `Origin` is refused with 403 `origin_not_allowed`, preflights included.
     pub cors_origins: Vec<String>,
+    /// Serve the web console at `/console/` (default true). It is static pages calling this API with the user's
+    /// key; turning it off leaves the API unchanged.
+    pub console: bool,
     /// HTTPS with this certificate and key (`[server.tls]`, feature `tls`); absent by default: plain HTTP.
     pub tls: Option<TlsConfig>,
 }
@@ -81,6 +85,7 @@ impl Default for ServerConfig {
             max_header_bytes: 32 << 10,
             max_headers: 100,
             cors_origins: Vec::new(),
+            console: true,
             tls: None,
         }
     }
@@ -119,6 +124,7 @@ pub fn app(state: AppState) -> Router {
     };
     let edge = limits::EdgePolicy::new(&state.config);
     let (router, document) = routes::routes();
+    let router = if state.config.console { router.merge(console::routes()) } else { router };
     let document = document.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     router
         .layer(axum::Extension(routes::OpenApiJson(document.into())))

@@ -37,6 +37,43 @@ pub enum Permission {
 }
 
 impl Permission {
+    pub const ALL: [Permission; 14] = [
+        Permission::SearchIdentification,
+        Permission::SearchInvestigation,
+        Permission::Verify,
+        Permission::ReadWatchlists,
+        Permission::ManageWatchlists,
+        Permission::ReadSubjects,
+        Permission::ViewPhotos,
+        Permission::EditSubjects,
+        Permission::ManageKeys,
+        Permission::ReadAudit,
+        Permission::ReadStats,
+        Permission::ReadHits,
+        Permission::ReviewHits,
+        Permission::AcknowledgeHits,
+    ];
+
+    /// The permission's stable name, as `GET /v1/me` lists it for a client (the console) to offer what it may.
+    pub fn code(self) -> &'static str {
+        match self {
+            Permission::SearchIdentification => "search_identification",
+            Permission::SearchInvestigation => "search_investigation",
+            Permission::Verify => "verify",
+            Permission::ReadWatchlists => "read_watchlists",
+            Permission::ManageWatchlists => "manage_watchlists",
+            Permission::ReadSubjects => "read_subjects",
+            Permission::ViewPhotos => "view_photos",
+            Permission::EditSubjects => "edit_subjects",
+            Permission::ManageKeys => "manage_keys",
+            Permission::ReadAudit => "read_audit",
+            Permission::ReadStats => "read_stats",
+            Permission::ReadHits => "read_hits",
+            Permission::ReviewHits => "review_hits",
+            Permission::AcknowledgeHits => "acknowledge_hits",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::SearchIdentification => "search in identification mode",

@@ -68,6 +68,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(records::list_audit))
         .routes(routes!(records::verify_audit))
         .routes(routes!(records::audit_membership))
+        .routes(routes!(keys::whoami))
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(keys::rotate_key))
