@@ -55,9 +55,9 @@ async function show(result, file, answer, me) {
   });
   const alerts = answer.faces.flatMap((f) => f.candidates).filter((c) => c.alert).length;
   const summary = `${answer.faces_detected} face(s) found${answer.faces_truncated ? ` (the largest ${answer.faces.length} searched)` : ''}; `
-    + `${answer.mode} against ${answer.gallery_templates} templates; ${answer.search_ms.toFixed(0)} ms`;
+    + `${answer.mode} against ${answer.gallery_templates} templates`;
   fill(result,
-    h('p', { id: 'search-summary' }, summary, alerts ? h('strong', { class: 'error' }, ` · ${alerts} alert(s): `, 'a second person must review') : ''),
+    h('p', { id: 'search-summary' }, summary, alerts ? h('strong', { class: 'error' }, answer.hits.length ? ` · ${answer.hits.length} alert(s) raised for review by two people` : ` · ${alerts} candidate(s) at an alert threshold`) : ''),
     h('div', { class: 'results' }, h('div', { class: 'photo' }, img, overlay), h('div', {}, cards.length ? cards : h('p', {}, 'No face found.'))));
   announce(alerts ? `${alerts} alert(s)` : summary);
 }
