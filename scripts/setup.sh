@@ -90,6 +90,19 @@ if [ -f models/dlib-resnet-v1.toml ] && ! verified dlib-resnet-v1 "$dlib"; then
   require_verified dlib-resnet-v1 "$dlib"
 fi
 
+# 3c'. A site's own recognizer, EdgeFace-XS: non-commercial licence, so only ever copied from the site's mirror
+#      (never downloaded, never committed) and used only when the configuration accepts its licence.
+edgeface=models/edgeface_xs.onnx
+if [ -f models/edgeface-xs.toml ] && ! verified edgeface-xs "$edgeface"; then
+  if [ -f "$mirror/edgeface_xs.onnx" ]; then
+    say "copying EdgeFace-XS from $mirror (CC BY-NC-SA 4.0: a site must accept it in models.accept_licences)"
+    cp "$mirror/edgeface_xs.onnx" "$edgeface.tmp" && mv "$edgeface.tmp" "$edgeface"
+    require_verified edgeface-xs "$edgeface"
+  else
+    say "no edgeface_xs.onnx in $mirror: the optional recognizer edgeface-xs is not installed"
+  fi
+fi
+
 # 3d. Int8 builds of the recognizers, from 3b/3c at committed activation ranges (no photos needed, same bytes
 #     anywhere).
 for int8 in face-reid-retail-0095-int8 dlib-resnet-v1-int8; do

@@ -37,6 +37,8 @@ pub enum ManifestError {
     HashMismatch { id: String, path: PathBuf, expected: String, actual: String },
     #[error("model {id}: the ONNX file does not match its manifest: {problem}")]
     SignatureMismatch { id: String, problem: String },
+    #[error("model {id}: its licence {license} must be accepted before it is used ({terms}): add \"{license}\" to models.accept_licences in the configuration")]
+    LicenceNotAccepted { id: String, license: String, terms: String },
     #[error("model {id}: is a {actual}, expected a {expected}")]
     WrongTask { id: String, expected: &'static str, actual: &'static str },
 }
@@ -166,7 +168,15 @@ pub struct ModelManifest {
     pub task: ModelTask,
     pub file: String,
     pub sha256: String,
+    /// SPDX identifier of the model's licence, e.g. `Apache-2.0`.
     pub license: String,
+    /// Whether a site must accept the licence in its configuration (`models.accept_licences`) before the model
+    /// loads: true for licences with terms beyond redistribution, such as non-commercial use only.
+    #[serde(default)]
+    pub license_requires_acceptance: bool,
+    /// What accepting it means, in a sentence, for the error and `facematch models`.
+    #[serde(default)]
+    pub license_terms: String,
     pub source: String,
     #[serde(default)]
     pub description: String,
@@ -218,6 +228,24 @@ impl ModelManifest {
         }
         manifests.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(manifests)
+    }
+
+    /// Refuses a model whose licence needs acceptance unless `accepted` names it (SPDX identifiers, exact).
+    pub fn check_licence(&self, accepted: &[String]) -> Result<(), ManifestError> {
+        if self.licence_accepted(accepted) {
+            Ok(())
+        } else {
+            Err(ManifestError::LicenceNotAccepted {
+                id: self.id.clone(),
+                license: self.license.clone(),
+                terms: if self.license_terms.is_empty() { "see its manifest".into() } else { self.license_terms.clone() },
+            })
+        }
+    }
+
+    /// Whether the model may load under `accepted`: its licence needs no acceptance, or is accepted.
+    pub fn licence_accepted(&self, accepted: &[String]) -> bool {
+        !self.license_requires_acceptance || accepted.iter().any(|name| name == &self.license)
     }
 
     pub fn model_path(&self) -> PathBuf {
@@ -491,5 +519,22 @@ verify = 0.3
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "abc", "abc");
         assert_eq!(sha256_file(&p).unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn a_licence_that_needs_acceptance_is_refused_until_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = RECOGNIZER
+            .replace("license = \"MIT\"", "license = \"CC-BY-NC-SA-4.0\"\nlicense_requires_acceptance = true\nlicense_terms = \"non-commercial use only\"");
+        std::fs::write(dir.path().join("test-arcface.toml"), text).unwrap();
+        let m = ModelManifest::load(dir.path(), "test-arcface").unwrap();
+        let refused = m.check_licence(&[]).unwrap_err().to_string();
+        assert!(refused.contains("CC-BY-NC-SA-4.0") && refused.contains("models.accept_licences") && refused.contains("non-commercial"), "{refused}");
+        assert!(m.check_licence(&["CC-BY-NC-4.0".into()]).is_err(), "only the exact licence counts");
+        m.check_licence(&["Apache-2.0".into(), "CC-BY-NC-SA-4.0".into()]).unwrap();
+
+        std::fs::write(dir.path().join("test-arcface.toml"), RECOGNIZER).unwrap();
+        let open = ModelManifest::load(dir.path(), "test-arcface").unwrap();
+        assert!(open.licence_accepted(&[]), "a licence without terms to accept loads as before");
     }
 }

@@ -80,11 +80,15 @@ pub struct ModelsConfig {
     pub detector: Option<String>,
     /// Recognizer manifest id (default `face-reid-retail-0095`).
     pub recognizer: String,
+    /// Licences (SPDX identifiers) this site accepts for models whose manifest asks for acceptance (default none),
+    /// e.g. `["CC-BY-NC-SA-4.0"]` for `edgeface-xs`, which is for non-commercial use only. A model whose licence
+    /// needs acceptance and is not listed is refused at load time.
+    pub accept_licences: Vec<String>,
 }
 
 impl Default for ModelsConfig {
     fn default() -> Self {
-        ModelsConfig { dir: None, detector: None, recognizer: "face-reid-retail-0095".into() }
+        ModelsConfig { dir: None, detector: None, recognizer: "face-reid-retail-0095".into(), accept_licences: Vec::new() }
     }
 }
 
@@ -194,6 +198,9 @@ impl FacePipeline {
         let models_dir = config.models.resolve_dir()?;
         let detector_manifest = ModelManifest::load(&models_dir, &config.models.detector_id(&models_dir))?;
         let recognizer_manifest = ModelManifest::load(&models_dir, &config.models.recognizer)?;
+        for manifest in [&detector_manifest, &recognizer_manifest] {
+            manifest.check_licence(&config.models.accept_licences)?;
+        }
         let detector = Detector::new(&runtime, detector_manifest, config.detection.clone())?;
         let recognizer = Recognizer::new(&runtime, recognizer_manifest)?;
         let alignment = recognizer.manifest().alignment.clone().ok_or_else(|| ManifestError::Invalid {

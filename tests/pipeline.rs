@@ -281,3 +281,14 @@ fn small_faces_in_a_large_photo_need_the_tiled_pass() {
     let found = fine.faces[0].detection.bbox;
     assert!((found.x - 2710.0).abs() < 30.0 && (found.y - 1830.0).abs() < 30.0, "{found:?}");
 }
+
+#[test]
+fn edgeface_loads_only_with_its_licence_accepted() {
+    let mut config = common::config_for("edgeface-xs");
+    let refused = FacePipeline::load(&config.pipeline()).err().expect("a non-commercial licence is refused unless accepted");
+    let message = format!("{:#}", anyhow::Error::from(refused));
+    assert!(message.contains("CC-BY-NC-SA-4.0") && message.contains("models.accept_licences"), "{message}");
+    config.models.accept_licences = vec!["CC-BY-NC-SA-4.0".into()];
+    let pipeline = FacePipeline::load(&config.pipeline()).expect("accepted, it loads (scripts/setup.sh installs it from the mirror)");
+    assert_eq!(pipeline.recognizer().manifest().recognizer.as_ref().unwrap().dimension, 512);
+}
