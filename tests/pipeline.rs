@@ -23,9 +23,12 @@ fn subject_embeddings(pipeline: &FacePipeline, photos: &[String]) -> HashMap<Str
 }
 
 fn pair_accuracy(recognizer: &str) -> (f64, usize) {
-    let pipeline = common::pipeline(recognizer);
+    pair_accuracy_of(&common::pipeline(recognizer))
+}
+
+fn pair_accuracy_of(pipeline: &FacePipeline) -> (f64, usize) {
     let threshold = pipeline.recognizer().manifest().thresholds.as_ref().unwrap().verify;
-    let embeddings = subject_embeddings(&pipeline, &common::deepface_photos());
+    let embeddings = subject_embeddings(pipeline, &common::deepface_photos());
     let pairs = common::deepface_pairs();
     let correct = pairs
         .iter()
@@ -283,7 +286,7 @@ fn small_faces_in_a_large_photo_need_the_tiled_pass() {
 }
 
 #[test]
-fn edgeface_loads_only_with_its_licence_accepted() {
+fn edgeface_loads_only_with_its_licence_accepted_and_decides_the_deepface_pairs() {
     let mut config = common::config_for("edgeface-xs");
     let refused = FacePipeline::load(&config.pipeline()).err().expect("a non-commercial licence is refused unless accepted");
     let message = format!("{:#}", anyhow::Error::from(refused));
@@ -291,4 +294,7 @@ fn edgeface_loads_only_with_its_licence_accepted() {
     config.models.accept_licences = vec!["CC-BY-NC-SA-4.0".into()];
     let pipeline = FacePipeline::load(&config.pipeline()).expect("accepted, it loads (scripts/setup.sh installs it from the mirror)");
     assert_eq!(pipeline.recognizer().manifest().recognizer.as_ref().unwrap().dimension, 512);
+    let (accuracy, n) = pair_accuracy_of(&pipeline);
+    println!("edgeface-xs: {:.2}% of {n} pairs correct", accuracy * 100.0);
+    assert!(accuracy >= 0.97, "accuracy {accuracy}");
 }
