@@ -34,6 +34,10 @@ pub enum Permission {
     ReviewHits,
     /// Acknowledge an open checkpoint alert.
     AcknowledgeHits,
+    /// Submit and cancel bulk search jobs (investigation-mode searches of many photos).
+    SubmitJobs,
+    /// See bulk search jobs, their progress and results.
+    ReadJobs,
 }
 
 impl Permission {
@@ -53,6 +57,8 @@ impl Permission {
             Permission::ReadHits => "read hits",
             Permission::ReviewHits => "review hits",
             Permission::AcknowledgeHits => "acknowledge alerts",
+            Permission::SubmitJobs => "submit bulk search jobs",
+            Permission::ReadJobs => "read bulk search jobs",
         }
     }
 }
@@ -81,6 +87,8 @@ impl Role {
                     | ViewPhotos
                     | ReadHits
                     | ReviewHits
+                    | SubmitJobs
+                    | ReadJobs
             ),
             Role::Enroller => matches!(permission, ReadWatchlists | ReadSubjects | ViewPhotos | EditSubjects),
             Role::Admin => matches!(permission, ManageKeys | ManageWatchlists | ReadWatchlists | ReadStats),
@@ -157,6 +165,14 @@ mod tests {
         let allowed: Vec<Role> =
             Role::KEY_ROLES.into_iter().filter(|r| r.may(Permission::SearchInvestigation)).collect();
         assert_eq!(allowed, vec![Role::Investigator]);
+    }
+
+    #[test]
+    fn only_the_investigator_submits_and_reads_jobs() {
+        for permission in [Permission::SubmitJobs, Permission::ReadJobs] {
+            let allowed: Vec<Role> = Role::KEY_ROLES.into_iter().filter(|r| r.may(permission)).collect();
+            assert_eq!(allowed, vec![Role::Investigator]);
+        }
     }
 
     #[test]
