@@ -238,7 +238,8 @@ pub async fn cancel_job(State(state): State<AppState>, headers: HeaderMap, Path(
     ),
     responses(
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody),
-        (status = 200, content_type = "application/x-ndjson", body = String),
+        (status = 200, description = "one photo a line (jsonl), or one candidate a row (csv)",
+            content((String = "application/x-ndjson"), (String = "text/csv"))),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
     ))]
 pub async fn job_results(
