@@ -264,3 +264,47 @@ async fn a_job_stopped_with_its_server_resumes_without_redoing_a_photo_and_a_can
     assert_eq!((status, again["state"].as_str()), (StatusCode::OK, Some("done")));
     assert_eq!(trail.iter().filter(|e| e["action"] == "cancel_job").count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_submits_a_folder_follows_it_and_writes_its_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), ServerConfig::default());
+    let (jane, _) = gallery(&server).await;
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("a.jpg"), photo("id05/img15.jpg")).unwrap();
+    std::fs::write(folder.path().join("b.jpg"), photo("id01/img1.jpg")).unwrap();
+    std::fs::write(folder.path().join("readme.txt"), "not sent").unwrap();
+    let facematch = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_facematch"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .env("FACEMATCH_SERVER", &server.base)
+            .env("FACEMATCH_API_KEY", server.key(Role::Investigator))
+            .env("FACEMATCH_LOG", "warn")
+            .output()
+            .expect("the facematch binary runs")
+    };
+    let submitted = tokio::task::block_in_place(|| facematch(&["jobs", "submit", folder.path().to_str().unwrap(), "--case", "2026/303"]));
+    assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+    let job: Value = serde_json::from_slice(&submitted.stdout).expect("the finished job as JSON");
+    assert_eq!((job["state"].as_str(), job["total"].as_u64(), job["refused"].as_u64()), (Some("done"), Some(2), Some(0)), "{job}");
+    let id = job["id"].as_i64().unwrap().to_string();
+
+    let csv = folder.path().join("results.csv");
+    let written = tokio::task::block_in_place(|| facematch(&["jobs", "results", &id, "--format", "csv", "-o", csv.to_str().unwrap()]));
+    assert!(written.status.success(), "{}", String::from_utf8_lossy(&written.stderr));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with("photo,status,code,face,rank,"), "{text}");
+    assert!(text.lines().any(|row| row.starts_with("a.jpg,searched,,0,1,wanted,") && row.contains(&format!(",{jane},"))), "{text}");
+
+    let status = tokio::task::block_in_place(|| facematch(&["jobs", "status", &id]));
+    assert_eq!(serde_json::from_slice::<Value>(&status.stdout).unwrap()["id"].as_i64().map(|n| n.to_string()), Some(id.clone()));
+    let refused = tokio::task::block_in_place(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_facematch"))
+            .args(["jobs", "status", &id, "--server", &server.base, "--key", server.key(Role::Checkpoint)])
+            .env_remove("FACEMATCH_API_KEY")
+            .output()
+            .unwrap()
+    });
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("forbidden"));
+}

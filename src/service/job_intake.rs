@@ -76,12 +76,12 @@ fn archive_name(name: &str) -> bool {
 
 /// Whether a member's name stays inside the folder it is unpacked to: relative, no `..`, no drive or root.
 pub fn safe_member_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('/')
-        && !name.starts_with('\\')
-        && !name.contains('\0')
-        && !name.split(['/', '\\']).any(|part| part == "..")
-        && !(name.len() >= 2 && name.as_bytes()[1] == b':')
+    let escapes = name.is_empty()
+        || name.starts_with(['/', '\\'])
+        || name.contains('\0')
+        || name.split(['/', '\\']).any(|part| part == "..")
+        || (name.len() >= 2 && name.as_bytes()[1] == b':');
+    !escapes
 }
 
 fn refusal(name: &str, code: &str, message: impl Into<String>) -> NewJobPhoto {

@@ -383,3 +383,69 @@ fn with_eta(job: &mut Job) {
     let left = job.total.saturating_sub(job.done) as f64;
     job.eta_s = Some(left * elapsed / job.done_in_run as f64);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gallery::{JobState, Person};
+
+    fn job(state: JobState, total: usize, done: usize, done_in_run: usize, run_started_at: Option<String>) -> Job {
+        Job {
+            id: 1,
+            case: "2026/300".into(),
+            state,
+            submitted_by: Person { key_id: "0123456789ab".into(), name: "examiner".into() },
+            created_at: String::new(),
+            started_at: None,
+            finished_at: None,
+            expires_at: String::new(),
+            watchlists: None,
+            threshold_fpir: None,
+            k: 5,
+            total,
+            done,
+            refused: 0,
+            faces: 0,
+            hits: 0,
+            eta_s: Some(1.0),
+            refusals: Vec::new(),
+            purpose: None,
+            dir: "d".into(),
+            run_started_at,
+            done_in_run,
+        }
+    }
+
+    #[test]
+    fn the_eta_comes_from_the_rate_of_this_run_only() {
+        let ten_seconds_ago = humantime::format_rfc3339_millis(SystemTime::now() - Duration::from_secs(10)).to_string();
+        // 40 done before this run, 5 in its 10 s: 55 left at 2 s each.
+        let mut running = job(JobState::Running, 100, 45, 5, Some(ten_seconds_ago.clone()));
+        with_eta(&mut running);
+        let eta = running.eta_s.expect("a rate is known");
+        assert!((eta - 110.0).abs() < 5.0, "{eta}");
+        for mut unknown in [job(JobState::Running, 100, 40, 0, Some(ten_seconds_ago.clone())), job(JobState::Done, 100, 100, 5, Some(ten_seconds_ago))] {
+            with_eta(&mut unknown);
+            assert_eq!(unknown.eta_s, None);
+        }
+    }
+
+    #[test]
+    fn a_photo_without_a_stored_result_is_exported_with_its_status_and_reason() {
+        let refused = PhotoResult {
+            n: 3,
+            name: "notes.txt".into(),
+            status: "refused".into(),
+            code: Some("not_an_image".into()),
+            message: Some("text".into()),
+            best_score: None,
+            result: None,
+        };
+        let line = photo_line(&refused);
+        assert_eq!((line["photo"].as_str(), line["code"].as_str(), line["faces"].clone()), (Some("notes.txt"), Some("not_an_image"), json!([])));
+        let claimed = PhotoResult { status: "claimed".into(), code: None, message: None, ..refused.clone() };
+        assert_eq!(photo_line(&claimed)["status"], "pending");
+        let searched = PhotoResult { status: "searched".into(), result: Some(r#"{"photo":"a.jpg","faces":[]}"#.into()), ..refused };
+        assert_eq!(photo_line(&searched)["photo"], "a.jpg");
+    }
+}
