@@ -233,6 +233,18 @@ impl JobStore for SqliteStore {
     }
 
     fn claim_job_photo(&self) -> Result<Option<ClaimedPhoto>, GalleryError> {
+        // Idle workers look every second: a reader answers "no work" without taking the write lock.
+        let any: Option<i64> = self.read(|tx| {
+            tx.prepare_cached(
+                "SELECT 1 FROM job_photo p JOIN job j ON j.id = p.job_id \
+                 WHERE p.status = 'pending' AND j.state IN ('queued', 'running') LIMIT 1",
+            )
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)).optional())
+            .context("look for job work")
+        })?;
+        if any.is_none() {
+            return Ok(None);
+        }
         self.write(|tx| {
             let now = now_rfc3339();
             let claimed: Option<(i64, i64, String, Option<String>)> = tx
