@@ -268,7 +268,8 @@ async fn a_job_stopped_with_its_server_resumes_without_redoing_a_photo_and_a_can
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_submits_a_folder_follows_it_and_writes_its_results() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), ServerConfig::default());
+    // A job's upload has its own limit (`jobs.max_bytes`): these photos together exceed the one-request limit.
+    let server = TestServer::start(dir.path(), ServerConfig { max_body_bytes: 1 << 20, ..ServerConfig::default() });
     let (jane, _) = gallery(&server).await;
     let folder = tempfile::tempdir().unwrap();
     std::fs::write(folder.path().join("a.jpg"), photo("id05/img15.jpg")).unwrap();
@@ -289,6 +290,8 @@ async fn the_command_line_submits_a_folder_follows_it_and_writes_its_results() {
     let job: Value = serde_json::from_slice(&submitted.stdout).expect("the finished job as JSON");
     assert_eq!((job["state"].as_str(), job["total"].as_u64(), job["refused"].as_u64()), (Some("done"), Some(2), Some(0)), "{job}");
     let id = job["id"].as_i64().unwrap().to_string();
+    let sent = photo("id05/img15.jpg").len() + photo("id01/img1.jpg").len();
+    assert!(sent > 1 << 20, "the upload must exceed the one-request limit to prove the job's own: {sent} bytes");
 
     let csv = folder.path().join("results.csv");
     let written = tokio::task::block_in_place(|| facematch(&["jobs", "results", &id, "--format", "csv", "-o", csv.to_str().unwrap()]));

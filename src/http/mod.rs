@@ -116,8 +116,10 @@ pub fn app(state: AppState) -> Router {
         limit: limit as u64,
         max_bytes: 4 * limit as u64 + (1 << 20),
         max_wait: std::time::Duration::from_secs(30),
+        job_limit: state.service.jobs_config().max_bytes,
     };
-    let edge = limits::EdgePolicy::new(&state.config);
+    let job_body_timeout = std::time::Duration::from_secs(state.service.jobs_config().upload_timeout_s.max(1));
+    let edge = limits::EdgePolicy { job_body_timeout, ..limits::EdgePolicy::new(&state.config) };
     let (router, document) = routes::routes();
     let document = document.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     router

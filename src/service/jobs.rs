@@ -40,6 +40,9 @@ pub struct JobsConfig {
     /// How much larger than its compressed size an archive member may expand (default 100): a zip bomb is cut off
     /// as `too_large` at that, counting the bytes actually written.
     pub max_compression_ratio: u64,
+    /// Seconds a job's upload may take to arrive whole (default 3600; other requests have `server.body_timeout_s`).
+    /// Its body limit is `max_bytes`, not `server.max_body_bytes`.
+    pub upload_timeout_s: u64,
     /// Milliseconds each worker rests between two photos (default 0). A site that wants jobs to take a fixed share
     /// of a busy server can set it; tests use it to stop a server mid-job.
     pub pause_ms: u64,
@@ -56,6 +59,7 @@ impl Default for JobsConfig {
             max_photos: 10_000,
             max_bytes: 4 << 30,
             max_compression_ratio: 100,
+            upload_timeout_s: 3600,
             pause_ms: 0,
             claim_lease_s: 600,
         }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use tokio::io::AsyncWriteExt;
@@ -54,6 +54,10 @@ impl Drop for FolderGuard {
     }
 }
 
+fn multipart_error(e: multer::Error) -> ApiError {
+    ApiError::bad_request("invalid_multipart", format!("multipart body: {e}"))
+}
+
 fn field_error(name: &str, problem: &str) -> ApiError {
     ApiError::bad_request("invalid_field", format!("field `{name}` {problem}"))
 }
@@ -84,30 +88,33 @@ fn number<T: std::str::FromStr>(texts: &HashMap<String, Vec<String>>, name: &str
     ))]
 pub async fn submit_job(State(state): State<AppState>, headers: HeaderMap, request: Request) -> ApiResult {
     let who = caller(&state, &headers).await?;
-    let is_multipart = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("multipart/form-data"));
-    if !is_multipart {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !content_type.starts_with("multipart/form-data") {
         return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected_multipart", "send a job as multipart/form-data"));
     }
+    let boundary = multer::parse_boundary(content_type).map_err(multipart_error)?;
     let submitter = who.clone();
     let (folder, path) = blocking(&state, move |s| s.new_job_folder(&submitter)).await?;
     let mut guard = FolderGuard(Some(path.clone()));
     let max_photo = state.service.pipeline().limits().max_bytes as u64;
     let max_job = state.service.jobs_config().max_bytes;
-    let mut multipart =
-        Multipart::from_request(request, &state).await.map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+    // multer over the raw body rather than axum's extractor, whose limit is the one-request body limit: a job's
+    // upload is bounded by `jobs.max_bytes` below and by the edge (`drain.rs`).
+    let mut multipart = multer::Multipart::new(request.into_body().into_data_stream(), boundary);
     let mut texts: HashMap<String, Vec<String>> = HashMap::new();
     let mut parts = Vec::new();
     let mut total = 0u64;
-    while let Some(mut field) = multipart.next_field().await? {
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         if name != "photo" && name != "archive" {
-            let text = field.text().await?;
-            if text.len() > MAX_FIELD_BYTES {
-                return Err(field_error(&name, "is too long"));
+            let mut text = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                text.extend_from_slice(&chunk);
+                if text.len() > MAX_FIELD_BYTES {
+                    return Err(field_error(&name, "is too long"));
+                }
             }
+            let text = String::from_utf8(text).map_err(|_| field_error(&name, "is not utf-8 text"))?;
             texts.entry(name).or_default().push(text);
             continue;
         }
@@ -117,7 +124,7 @@ pub async fn submit_job(State(state): State<AppState>, headers: HeaderMap, reque
         let mut out = tokio::fs::File::create(path.join(&file)).await.map_err(|e| ApiError::internal(format!("job upload: {e}")))?;
         let mut written = 0u64;
         let mut over = false;
-        while let Some(chunk) = field.chunk().await? {
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
             written += chunk.len() as u64;
             total += chunk.len() as u64;
             if total > max_job {
