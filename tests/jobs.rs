@@ -233,6 +233,7 @@ async fn a_job_stopped_with_its_server_resumes_without_redoing_a_photo_and_a_can
 
     let running = wait_for(&server, &investigator, first, |job| job["done"].as_u64() >= Some(2)).await;
     assert_eq!(running["state"], "running");
+    assert!(running["eta_s"].as_f64().is_some_and(|eta| eta > 0.0) && running["started_at"].is_string(), "{running}");
     let (status, cancelled) = json_of(investigator.post(server.url(&format!("/v1/jobs/{second}/cancel"))).send().await.unwrap()).await;
     assert_eq!((status, cancelled["state"].as_str(), cancelled["done"].as_u64()), (StatusCode::OK, Some("cancelled"), Some(0)), "{cancelled}");
     server.stop();
