@@ -48,6 +48,8 @@ pub struct Config {
     pub server: crate::http::ServerConfig,
     pub gallery: crate::service::GalleryConfig,
     pub access: crate::service::AccessConfig,
+    pub jobs: crate::service::JobsConfig,
+    pub hits: crate::service::HitsConfig,
 }
 
 impl Config {

@@ -102,6 +102,12 @@ const RULES: &[Rule] = &[
     rule("post", "/v1/hits/{id}/decisions", "", Some(REVIEWERS), Named, 201),
     rule("post", "/v1/hits/{id}/acknowledge", "", Some(OFFICERS), Named, 200),
     rule("get", "/v1/cases/{case}/confirmed", "", Some(REVIEWERS), Filtered, 200),
+    // A limited key's job searches its own watchlists; it sees only jobs within them.
+    rule("post", "/v1/jobs", "", Some(REVIEWERS), Filtered, 202),
+    rule("get", "/v1/jobs", "", Some(REVIEWERS), Filtered, 200),
+    rule("get", "/v1/jobs/{id}", "", Some(REVIEWERS), Named, 200),
+    rule("post", "/v1/jobs/{id}/cancel", "", Some(REVIEWERS), Named, 200),
+    rule("get", "/v1/jobs/{id}/results", "", Some(REVIEWERS), Named, 200),
 ];
 
 /// The gallery every attempt runs against, and fresh things to change or delete so each attempt finds its target.
@@ -113,6 +119,8 @@ struct Fixture {
     template: i64,
     /// A hit on that subject, made by a checkpoint search.
     hit: i64,
+    /// A job of the `wanted` watchlist, submitted by an investigator.
+    job: i64,
     counter: AtomicUsize,
 }
 
@@ -235,6 +243,13 @@ impl Fixture {
                 (Method::POST, format!("/v1/hits/{}/acknowledge", self.new_hit().await), Body::None)
             }
             ("get", "/v1/cases/{case}/confirmed", _) => (Method::GET, "/v1/cases/access%20case/confirmed".into(), Body::None),
+            ("post", "/v1/jobs", _) => {
+                let form = photo_form(&[("photo", &probe)]).text("case", "access case");
+                (Method::POST, rule.path.into(), Body::Form(form))
+            }
+            ("get", "/v1/jobs/{id}", _) => (Method::GET, format!("/v1/jobs/{}", self.job), Body::None),
+            ("post", "/v1/jobs/{id}/cancel", _) => (Method::POST, format!("/v1/jobs/{}/cancel", self.job), Body::None),
+            ("get", "/v1/jobs/{id}/results", _) => (Method::GET, format!("/v1/jobs/{}/results", self.job), Body::None),
             ("get", "/v1/audit/membership", _) => {
                 (Method::GET, "/v1/audit/membership?watchlist=wanted&on=2026-01-01T00:00:00Z".into(), Body::None)
             }
@@ -290,10 +305,14 @@ async fn every_route_answers_every_key_exactly_as_the_rule_table_says() {
         let r = client.post(server.url("/v1/watchlists")).bearer_auth(server.key(Admin)).json(&json!({ "name": name }));
         assert_eq!(r.send().await.unwrap().status(), 201);
     }
-    let mut fixture = Fixture { server, client, subject: 0, template: 0, hit: 0, counter: AtomicUsize::new(0) };
+    let mut fixture = Fixture { server, client, subject: 0, template: 0, hit: 0, job: 0, counter: AtomicUsize::new(0) };
     fixture.subject = fixture.new_subject().await;
     fixture.template = fixture.enroll(fixture.subject, "id05/img14.jpg").await;
     fixture.hit = fixture.new_hit().await;
+    let form = photo_form(&[("photo", &common::deepface().join("id05/img15.jpg"))]).text("case", "access case").text("watchlist", "wanted");
+    let r = fixture.as_role(Investigator, Method::POST, "/v1/jobs").multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    fixture.job = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
 
     // Keys the table is tried with, made through the core on the running server's service.
     let service = facematch::service::WatchlistService::open(

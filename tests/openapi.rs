@@ -222,6 +222,40 @@ async fn every_answer_of_every_route_matches_the_served_document() {
     assert_eq!(c.check("get", export, req(Method::GET, "/v1/cases/2026%2F114/confirmed")).await.0, 200);
     assert_eq!(c.check("get", export, as_role(Role::Checkpoint, Method::GET, "/v1/cases/2026%2F114/confirmed")).await.0, 403);
 
+    // Bulk search jobs.
+    let jobs = "/v1/jobs";
+    let form = photo_form(&[("photo", &probe), ("photo", &other)]).text("case", "2026/114").text("watchlist", "wanted");
+    let (s, job) = c.check("post", jobs, req(Method::POST, jobs).multipart(form)).await;
+    assert_eq!(s, 202, "{job}");
+    let job_id = job["id"].as_i64().unwrap();
+    let without_case = photo_form(&[("photo", &probe)]);
+    assert_eq!(c.check("post", jobs, req(Method::POST, jobs).multipart(without_case)).await.0, 400);
+    let nowhere = photo_form(&[("photo", &probe)]).text("case", "x").text("watchlist", "nowhere");
+    assert_eq!(c.check("post", jobs, req(Method::POST, jobs).multipart(nowhere)).await.0, 404);
+    assert_eq!(c.check("post", jobs, req(Method::POST, jobs).body("x")).await.0, 415);
+    assert_eq!(c.check("post", jobs, as_role(Role::Checkpoint, Method::POST, jobs).multipart(photo_form(&[("photo", &probe)]))).await.0, 403);
+    assert_eq!(c.check("get", jobs, req(Method::GET, "/v1/jobs?case=2026/114")).await.0, 200);
+    assert_eq!(c.check("get", jobs, req(Method::GET, "/v1/jobs?state=maybe")).await.0, 400);
+    let one_job = "/v1/jobs/{id}";
+    let started = std::time::Instant::now();
+    loop {
+        let (s, now) = c.check("get", one_job, req(Method::GET, &format!("/v1/jobs/{job_id}"))).await;
+        assert_eq!(s, 200);
+        if now["state"] == "done" {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "{now}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.check("get", one_job, req(Method::GET, "/v1/jobs/999999")).await.0, 404);
+    let results = "/v1/jobs/{id}/results";
+    assert_eq!(c.check("get", results, req(Method::GET, &format!("/v1/jobs/{job_id}/results"))).await.0, 200);
+    assert_eq!(c.check("get", results, req(Method::GET, &format!("/v1/jobs/{job_id}/results?format=csv&sort=best_score"))).await.0, 200);
+    assert_eq!(c.check("get", results, req(Method::GET, &format!("/v1/jobs/{job_id}/results?format=xml"))).await.0, 400);
+    let cancel = "/v1/jobs/{id}/cancel";
+    assert_eq!(c.check("post", cancel, req(Method::POST, &format!("/v1/jobs/{job_id}/cancel"))).await.0, 200);
+    assert_eq!(c.check("post", cancel, req(Method::POST, "/v1/jobs/x/cancel")).await.0, 400);
+
     // Audit.
     assert_eq!(c.check("get", "/v1/audit", req(Method::GET, "/v1/audit?per_page=5")).await.0, 200);
     assert_eq!(c.check("get", "/v1/audit", req(Method::GET, "/v1/audit?page=-1")).await.0, 400);

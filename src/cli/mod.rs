@@ -7,6 +7,7 @@ mod bench;
 #[cfg(feature = "lab")]
 mod eval;
 mod faces;
+mod jobs;
 mod keys;
 mod service;
 
@@ -76,6 +77,10 @@ pub enum Command {
     /// Manage API keys on the data directory (no key needed: this is how the first admin key is made).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Investigators' bulk search jobs on a running server (`--server`, `--key` or FACEMATCH_SERVER,
+    /// FACEMATCH_API_KEY).
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
     /// Copy the gallery to a new file while it is in use (SQLite's backup API), verified; the way to copy a gallery.
     Backup(service::BackupArgs),
     /// Put a backup in place as the gallery of a data directory (the service stopped), verified; the index is
@@ -141,6 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => audit::audit(&config, cmd),
         Command::Retention(cmd) => audit::retention(&config, cmd),
         Command::Keys(cmd) => keys::run(&config, cmd),
+        Command::Jobs(cmd) => jobs::run(cmd),
         Command::Backup(args) => service::backup(&config, args),
         Command::Restore(args) => service::restore(&config, args),
         #[cfg(feature = "lab")]

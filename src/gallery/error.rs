@@ -11,6 +11,7 @@ pub enum Entity {
     Template,
     ApiKey,
     Hit,
+    Job,
 }
 
 impl fmt::Display for Entity {
@@ -21,6 +22,7 @@ impl fmt::Display for Entity {
             Entity::Template => "template",
             Entity::ApiKey => "api key",
             Entity::Hit => "hit",
+            Entity::Job => "job",
         })
     }
 }
@@ -74,6 +76,8 @@ pub enum InvalidKind {
     Checkpoint,
     CaseRef,
     Comment,
+    /// A bulk search job's settings, or a filter or page of the job list.
+    JobQuery,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +166,10 @@ impl GalleryError {
                 what: Entity::Hit,
                 ..
             } => "hit_not_found",
+            GalleryError::NotFound {
+                what: Entity::Job,
+                ..
+            } => "job_not_found",
             GalleryError::Conflict { kind, .. } => match kind {
                 ConflictKind::DuplicateWatchlist => "duplicate_watchlist",
                 ConflictKind::WatchlistNotEmpty => "watchlist_not_empty",
@@ -198,6 +206,7 @@ impl GalleryError {
                 InvalidKind::Checkpoint => "invalid_checkpoint",
                 InvalidKind::CaseRef => "invalid_case",
                 InvalidKind::Comment => "invalid_comment",
+                InvalidKind::JobQuery => "invalid_job_query",
             },
             GalleryError::AuditChainBroken { .. } => "audit_chain_broken",
             GalleryError::AnchorKey { .. } => "audit_anchor_key",

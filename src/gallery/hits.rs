@@ -179,6 +179,8 @@ pub struct Hit {
     pub checkpoint: Option<String>,
     /// The case the search stated.
     pub case: Option<String>,
+    /// The bulk search job that found it (`source` is `job`).
+    pub job_id: Option<i64>,
     pub state: HitState,
     /// RFC 3339; when an officer acknowledged the alert.
     pub acknowledged_at: Option<String>,
@@ -204,6 +206,8 @@ pub struct NewHit {
     pub searched_by: Person,
     pub checkpoint: Option<String>,
     pub case: Option<String>,
+    /// The job whose photo it was found in.
+    pub job_id: Option<i64>,
 }
 
 /// A decision to record.
@@ -223,6 +227,8 @@ pub struct HitQuery {
     pub case: Option<String>,
     pub checkpoint: Option<String>,
     pub source: Option<HitSource>,
+    /// Only the hits of this bulk search job.
+    pub job: Option<i64>,
     pub after: Option<i64>,
     pub limit: usize,
     /// Only hits of these watchlists (a caller's key limits); set by the service, never by a client.

@@ -9,6 +9,7 @@ pub mod audit;
 mod conformance;
 pub mod error;
 pub mod hits;
+pub mod jobs;
 pub mod keys;
 pub mod model;
 pub mod schema;
@@ -18,6 +19,7 @@ pub mod validation;
 
 pub use anchor::{AuditProblem, AuditAnchor};
 pub use hits::{Decision, Hit, HitPage, HitQuery, HitSource, HitState, HitStore, NewHit, NewReview, Person, Review};
+pub use jobs::{ClaimedPhoto, Job, JobPage, JobQuery, JobState, JobStore, NewJob, NewJobPhoto, PhotoDone, PhotoResult, Refusal, ResultOrder};
 pub use keys::{ApiKey, KeyStore, NewApiKey};
 pub use error::{ConflictKind, Entity, GalleryError, InvalidKind};
 pub use model::{

@@ -159,6 +159,53 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (hit_id, reviewer_name)
     );
     "#,
+    // 6: investigators' bulk search jobs. A job's photos wait on disk under `jobs/<dir>/`; each has a row here that
+    // is the queue (a runner claims a photo by moving it from `pending` to `claimed`, so several nodes can share it)
+    // and, once searched or refused, its durable result. A hit found by a job names it (`hit.job_id`); the hit and
+    // its decisions outlive the job's retention, its probe crop does not.
+    r#"
+    CREATE TABLE job (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        case_ref       TEXT NOT NULL,
+        state          TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'cancelled', 'failed')),
+        submitted_key  TEXT NOT NULL,
+        submitted_name TEXT NOT NULL,
+        purpose        TEXT,
+        dir            TEXT NOT NULL UNIQUE,
+        created_at     TEXT NOT NULL,
+        started_at     TEXT,
+        run_started_at TEXT,
+        finished_at    TEXT,
+        expires_at     TEXT NOT NULL,
+        watchlists     TEXT,
+        threshold_fpir REAL,
+        k              INTEGER NOT NULL CHECK (k > 0),
+        expired        INTEGER NOT NULL DEFAULT 0 CHECK (expired IN (0, 1))
+    );
+    CREATE INDEX job_state ON job(state, id);
+    CREATE INDEX job_expiry ON job(expires_at) WHERE expired = 0;
+
+    CREATE TABLE job_photo (
+        job_id     INTEGER NOT NULL REFERENCES job(id) ON DELETE CASCADE,
+        n          INTEGER NOT NULL CHECK (n >= 0),
+        name       TEXT NOT NULL,
+        file       TEXT,
+        status     TEXT NOT NULL CHECK (status IN ('pending', 'claimed', 'searched', 'refused')),
+        code       TEXT,
+        message    TEXT,
+        faces      INTEGER NOT NULL DEFAULT 0,
+        hits       INTEGER NOT NULL DEFAULT 0,
+        best_score REAL,
+        result     TEXT,
+        claimed_at TEXT,
+        done_at    TEXT,
+        PRIMARY KEY (job_id, n)
+    ) WITHOUT ROWID;
+    CREATE INDEX job_photo_queue ON job_photo(status, job_id, n);
+
+    ALTER TABLE hit ADD COLUMN job_id INTEGER REFERENCES job(id);
+    CREATE INDEX hit_job ON hit(job_id, id) WHERE job_id IS NOT NULL;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

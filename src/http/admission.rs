@@ -27,13 +27,26 @@ type Job = Box<dyn FnOnce() + Send>;
 pub struct Admission {
     tickets: Arc<Semaphore>,
     pool: Arc<AnalysisPool>,
+    running: usize,
+    capacity: usize,
 }
 
 impl Admission {
     /// `running` analysis threads and room for `queued` more requests waiting for one.
     pub fn new(running: usize, queued: usize) -> std::io::Result<Admission> {
         let running = running.max(1);
-        Ok(Admission { tickets: Arc::new(Semaphore::new(running + queued)), pool: Arc::new(AnalysisPool::start(running)?) })
+        Ok(Admission {
+            tickets: Arc::new(Semaphore::new(running + queued)),
+            pool: Arc::new(AnalysisPool::start(running)?),
+            running,
+            capacity: running + queued,
+        })
+    }
+
+    /// Requests admitted beyond the analysis threads, i.e. waiting for one: what background work yields to.
+    pub fn queued(&self) -> usize {
+        let taken = self.capacity.saturating_sub(self.tickets.available_permits());
+        taken.saturating_sub(self.running)
     }
 
     /// Runs `work` on an analysis thread once admitted. If the caller goes away while the work still waits in the

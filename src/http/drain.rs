@@ -32,6 +32,14 @@ pub struct DrainPolicy {
     pub max_bytes: u64,
     /// How long the discarding may take.
     pub max_wait: Duration,
+    /// The body limit of a job's upload (`POST /v1/jobs`, streamed to disk): `jobs.max_bytes`.
+    pub job_limit: u64,
+}
+
+/// Whether the request is a job's upload, which has its own body limit and deadline: a case's photos do not fit
+/// the limits of one photo's search.
+pub(super) fn is_job_upload(request: &Request) -> bool {
+    request.method() == axum::http::Method::POST && request.uri().path() == "/v1/jobs"
 }
 
 /// The middleware: a request without a body passes untouched.
@@ -39,23 +47,28 @@ pub async fn drain_unread_body(State(policy): State<DrainPolicy>, request: Reque
     if !has_body(&request) {
         return next.run(request).await;
     }
-    if let Some(length) = declared_length(&request).filter(|&length| length > policy.limit) {
+    let (limit, max_bytes) = if is_job_upload(&request) {
+        (policy.job_limit, policy.job_limit.saturating_add(1 << 20))
+    } else {
+        (policy.limit, policy.max_bytes)
+    };
+    if let Some(length) = declared_length(&request).filter(|&length| length > limit) {
         let refusal = ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request_too_large",
-            format!("request body of {length} bytes is over the limit of {}", policy.limit),
+            format!("request body of {length} bytes is over the limit of {limit}"),
         )
         .into_response();
-        if expects_continue(&request) || length > policy.max_bytes {
+        if expects_continue(&request) || length > max_bytes {
             return closing(refusal);
         }
-        let pump = tokio::spawn(discard(request.into_body(), policy.max_bytes));
+        let pump = tokio::spawn(discard(request.into_body(), max_bytes));
         let _ = tokio::time::timeout(policy.max_wait, pump).await;
         return refusal;
     }
     let (parts, body) = request.into_parts();
     let (sender, receiver) = mpsc::channel::<Result<Bytes, axum::Error>>(8);
-    let pump = tokio::spawn(pump(body, sender, policy.max_bytes));
+    let pump = tokio::spawn(pump(body, sender, max_bytes));
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|item| (item, receiver))
     });

@@ -33,6 +33,8 @@ pub struct EdgePolicy {
     pub max_headers: usize,
     pub cors_origins: Arc<[String]>,
     pub body_timeout: Duration,
+    /// The deadline of a job's upload (`jobs.upload_timeout_s`).
+    pub job_body_timeout: Duration,
 }
 
 impl EdgePolicy {
@@ -43,6 +45,7 @@ impl EdgePolicy {
             max_headers: config.max_headers,
             cors_origins: config.cors_origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect(),
             body_timeout: Duration::from_secs(config.body_timeout_s),
+            job_body_timeout: Duration::from_secs(config.body_timeout_s),
         }
     }
 }
@@ -106,7 +109,8 @@ pub async fn check_request(State(policy): State<EdgePolicy>, request: Request, n
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         r
     } else {
-        with_body_deadline(policy.body_timeout, request, next).await
+        let timeout = if super::drain::is_job_upload(&request) { policy.job_body_timeout } else { policy.body_timeout };
+        with_body_deadline(timeout, request, next).await
     };
     if let Some(origin) = allowed {
         if let Ok(value) = HeaderValue::from_str(&origin) {

@@ -121,8 +121,10 @@ pub fn app(state: AppState) -> Router {
         limit: limit as u64,
         max_bytes: 4 * limit as u64 + (1 << 20),
         max_wait: std::time::Duration::from_secs(30),
+        job_limit: state.service.jobs_config().max_bytes,
     };
-    let edge = limits::EdgePolicy::new(&state.config);
+    let job_body_timeout = std::time::Duration::from_secs(state.service.jobs_config().upload_timeout_s.max(1));
+    let edge = limits::EdgePolicy { job_body_timeout, ..limits::EdgePolicy::new(&state.config) };
     let (router, document) = routes::routes();
     let router = if state.config.console { router.merge(console::routes()) } else { router };
     let document = document.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
@@ -161,8 +163,16 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     let config = state.config.clone();
     tracing::info!(address = %listener.local_addr()?, "listening");
     let sweeps = tokio::spawn(sweep_retention(service.clone()));
+    // Jobs' workers step aside while checkpoint searches wait for an analysis thread.
+    let admission = state.admission.clone();
+    let jobs = service.start_job_runner(Arc::new(move || admission.queued() > 0));
     let served = server::run(listener, app(state), &config, shutdown).await;
     sweeps.abort();
+    // Each worker finishes the photo it is on, so a clean stop leaves no claim behind; that takes a photo's time.
+    let stopped = tokio::task::spawn_blocking(move || drop(jobs)).await;
+    if let Err(e) = stopped {
+        tracing::warn!(error = %e, "jobs: workers did not stop cleanly");
+    }
     drop(checkpoints);
     served?;
     let closed = tokio::task::spawn_blocking(move || service.close()).await;
@@ -184,15 +194,31 @@ async fn sweep_retention(service: Arc<WatchlistService>) {
     let mut ticks = tokio::time::interval(every);
     loop {
         ticks.tick().await;
-        let service = service.clone();
+        let sweeper = service.clone();
         let swept = tokio::task::spawn_blocking(move || {
-            service.expire_subjects(std::time::SystemTime::now(), &Principal::system("retention sweep"))
+            sweeper.expire_subjects(std::time::SystemTime::now(), &Principal::system("retention sweep"))
         })
         .await;
         match swept {
             Ok(Ok(expired)) if !expired.is_empty() => tracing::info!(subjects = expired.len(), "retention: expired subjects deleted"),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "retention sweep failed; it is retried at the next one"),
+            Err(e) => tracing::warn!(error = %e, "retention sweep task failed"),
+        }
+        let sweeper = service.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            let service = sweeper;
+            let system = Principal::system("retention sweep");
+            let now = std::time::SystemTime::now();
+            Ok::<_, crate::service::ServiceError>((service.expire_jobs(now, &system)?, service.expire_hit_probes(now, &system)?))
+        })
+        .await;
+        match swept {
+            Ok(Ok((jobs, probes))) if !jobs.is_empty() || !probes.is_empty() => {
+                tracing::info!(jobs = jobs.len(), probe_crops = probes.len(), "retention: expired jobs and probe crops deleted")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "retention sweep of jobs failed; it is retried at the next one"),
             Err(e) => tracing::warn!(error = %e, "retention sweep task failed"),
         }
     }

@@ -34,10 +34,14 @@ pub enum Permission {
     ReviewHits,
     /// Acknowledge an open checkpoint alert.
     AcknowledgeHits,
+    /// Submit and cancel bulk search jobs (investigation-mode searches of many photos).
+    SubmitJobs,
+    /// See bulk search jobs, their progress and results.
+    ReadJobs,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 16] = [
         Permission::SearchIdentification,
         Permission::SearchInvestigation,
         Permission::Verify,
@@ -52,6 +56,8 @@ impl Permission {
         Permission::ReadHits,
         Permission::ReviewHits,
         Permission::AcknowledgeHits,
+        Permission::SubmitJobs,
+        Permission::ReadJobs,
     ];
 
     /// The permission's stable name, as `GET /v1/me` lists it for a client (the console) to offer what it may.
@@ -71,6 +77,8 @@ impl Permission {
             Permission::ReadHits => "read_hits",
             Permission::ReviewHits => "review_hits",
             Permission::AcknowledgeHits => "acknowledge_hits",
+            Permission::SubmitJobs => "submit_jobs",
+            Permission::ReadJobs => "read_jobs",
         }
     }
 
@@ -90,6 +98,8 @@ impl Permission {
             Permission::ReadHits => "read hits",
             Permission::ReviewHits => "review hits",
             Permission::AcknowledgeHits => "acknowledge alerts",
+            Permission::SubmitJobs => "submit bulk search jobs",
+            Permission::ReadJobs => "read bulk search jobs",
         }
     }
 }
@@ -118,6 +128,8 @@ impl Role {
                     | ViewPhotos
                     | ReadHits
                     | ReviewHits
+                    | SubmitJobs
+                    | ReadJobs
             ),
             Role::Enroller => matches!(permission, ReadWatchlists | ReadSubjects | ViewPhotos | EditSubjects),
             Role::Admin => matches!(permission, ManageKeys | ManageWatchlists | ReadWatchlists | ReadStats),
@@ -194,6 +206,14 @@ mod tests {
         let allowed: Vec<Role> =
             Role::KEY_ROLES.into_iter().filter(|r| r.may(Permission::SearchInvestigation)).collect();
         assert_eq!(allowed, vec![Role::Investigator]);
+    }
+
+    #[test]
+    fn only_the_investigator_submits_and_reads_jobs() {
+        for permission in [Permission::SubmitJobs, Permission::ReadJobs] {
+            let allowed: Vec<Role> = Role::KEY_ROLES.into_iter().filter(|r| r.may(permission)).collect();
+            assert_eq!(allowed, vec![Role::Investigator]);
+        }
     }
 
     #[test]

@@ -108,6 +108,16 @@ pub enum ServiceError {
     StoreId { id: String },
     #[error("restore into {path}: the data directory is not empty; stop the service and pass --force to replace it")]
     DataDirNotEmpty { path: PathBuf },
+    #[error("the job is over its limit of {limit} {what}")]
+    JobTooLarge { what: &'static str, limit: u64 },
+    #[error("the job holds no photo: send `photo` files or an `archive`")]
+    JobEmpty,
+    #[error("job files: {context}")]
+    JobFiles {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<AuthFailure> for ServiceError {
@@ -160,6 +170,10 @@ impl ServiceError {
             ServiceError::StoreBehindIndex { .. } => "store_behind_index",
             ServiceError::StoreId { .. } => "store_id_invalid",
             ServiceError::DataDirNotEmpty { .. } => "data_dir_not_empty",
+            ServiceError::JobTooLarge { .. } => "job_too_large",
+            ServiceError::JobEmpty => "no_photos",
+            ServiceError::JobFiles { source, .. } if storage_full_or_read_only(source) => "storage_unavailable",
+            ServiceError::JobFiles { .. } => "job_files_failed",
         }
     }
 
@@ -181,7 +195,8 @@ impl ServiceError {
                         crate::gallery::InvalidKind::KeyName
                         | crate::gallery::InvalidKind::HitQuery
                         | crate::gallery::InvalidKind::Checkpoint
-                        | crate::gallery::InvalidKind::CaseRef,
+                        | crate::gallery::InvalidKind::CaseRef
+                        | crate::gallery::InvalidKind::JobQuery,
                     ..
                 } => ErrorKind::BadRequest,
                 GalleryError::Invalid { .. } => ErrorKind::Unprocessable,
@@ -220,6 +235,10 @@ impl ServiceError {
             ServiceError::Forbidden { .. } | ServiceError::WatchlistForbidden { .. } => ErrorKind::Forbidden,
             ServiceError::PurposeRequired | ServiceError::InvalidPurpose { .. } => ErrorKind::BadRequest,
             ServiceError::RateLimited { .. } => ErrorKind::TooManyRequests,
+            ServiceError::JobTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            ServiceError::JobEmpty => ErrorKind::BadRequest,
+            ServiceError::JobFiles { source, .. } if storage_full_or_read_only(source) => ErrorKind::Unavailable,
+            ServiceError::JobFiles { .. } => ErrorKind::Internal,
         }
     }
 

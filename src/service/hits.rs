@@ -3,6 +3,7 @@
 //! checkpoint alerts, and the export of a case's confirmed hits. Every operation checks the caller's role and
 //! watchlists here, in the core.
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::gallery::hits::validate_label;
@@ -14,11 +15,28 @@ use super::{Action, Permission, Principal, ServiceError, WatchlistService};
 /// Confirmed hits read per page while exporting a case.
 const EXPORT_PAGE: usize = 500;
 
+/// How long hits keep what they hold of a traveller (`[hits]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HitsConfig {
+    /// Days a checkpoint hit keeps its probe crop (default 90); the retention sweep then deletes the crop and keeps
+    /// the hit and its decisions: a reviewer's record outlives the photo. A job's hits lose theirs with the job.
+    pub probe_retention_days: u32,
+}
+
+impl Default for HitsConfig {
+    fn default() -> Self {
+        HitsConfig { probe_retention_days: 90 }
+    }
+}
+
 /// Where a search took place and for which case, as its request states them; copied onto each hit it makes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HitContext {
     pub checkpoint: Option<String>,
     pub case: Option<String>,
+    /// The bulk search job whose photo it is.
+    pub job: Option<i64>,
 }
 
 /// A checkpoint label or case reference a request states: printable, at most 100 characters.
@@ -60,6 +78,7 @@ impl WatchlistService {
             searched_by: caller.person(),
             checkpoint: context.checkpoint.clone(),
             case: context.case.clone(),
+            job_id: context.job,
         }
     }
 

@@ -14,6 +14,9 @@ mod calibration;
 mod enroll;
 mod error;
 mod hits;
+mod job_intake;
+mod job_runner;
+mod jobs;
 mod keys;
 mod principal;
 mod records;
@@ -35,7 +38,10 @@ pub use bulk::{list_folder, BulkSummary, PhotoOutcome, PhotoStatus};
 pub use calibration::{Calibration, DecisionStatistic};
 pub use enroll::{EnrollOutcome, EnrollRequest, FaceChoice};
 pub use error::{ErrorKind, ServiceError};
-pub use hits::HitContext;
+pub use hits::{HitContext, HitsConfig};
+pub use job_intake::{sniff, IntakeLimits, Sniffed, StagedPart};
+pub use job_runner::{JobRunner, YieldTo};
+pub use jobs::{photo_line, JobRequest, JobsConfig, MAX_JOB_K};
 pub use keys::{validate_purpose, AccessConfig, AuthFailure, IssuedKey, KeyRequest};
 pub use principal::{Action, Principal, Role, UnknownRole};
 pub use records::{ServiceStats, WatchlistRequest};
@@ -199,6 +205,10 @@ pub struct WatchlistService {
     keys: keys::KeyGate,
     /// Signs every audit entry the store commits, outside the database.
     anchor: Arc<AuditAnchor>,
+    jobs: JobsConfig,
+    hits: HitsConfig,
+    /// Wakes the job runner's idle workers when a job is submitted.
+    job_signal: job_runner::JobSignal,
 }
 
 impl WatchlistService {
@@ -247,12 +257,22 @@ impl WatchlistService {
             access: AccessConfig::default(),
             keys: keys::KeyGate::default(),
             anchor,
+            jobs: JobsConfig::default(),
+            hits: HitsConfig::default(),
+            job_signal: job_runner::JobSignal::default(),
         })
     }
 
     /// Sets the per-key rate limits and what answers without a key.
     pub fn with_access(mut self, access: AccessConfig) -> Self {
         self.access = access;
+        self
+    }
+
+    /// Sets the bulk search jobs' workers and limits, and how long hits keep their probe crops.
+    pub fn with_jobs(mut self, jobs: JobsConfig, hits: HitsConfig) -> Self {
+        self.jobs = jobs;
+        self.hits = hits;
         self
     }
 

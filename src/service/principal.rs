@@ -161,6 +161,16 @@ pub enum Action {
     ViewHitProbe,
     /// A case's confirmed hits exported.
     ExportHits,
+    /// A bulk search job submitted.
+    SubmitJob,
+    /// A bulk search job stopped by an investigator.
+    CancelJob,
+    /// A bulk search job's results exported.
+    ExportJobResults,
+    /// A job past its retention: its photos, results and hits' probe crops deleted.
+    ExpireJob,
+    /// Checkpoint hits past `hits.probe_retention_days`: their probe crops deleted.
+    ExpireHitProbes,
 }
 
 impl Action {
@@ -189,6 +199,11 @@ impl Action {
             Action::AcknowledgeHit => "acknowledge_hit",
             Action::ViewHitProbe => "view_hit_probe",
             Action::ExportHits => "export_hits",
+            Action::SubmitJob => "submit_job",
+            Action::CancelJob => "cancel_job",
+            Action::ExportJobResults => "export_job_results",
+            Action::ExpireJob => "expire_job",
+            Action::ExpireHitProbes => "expire_hit_probes",
         }
     }
 }

@@ -91,6 +91,41 @@ impl WatchlistService {
         Ok(expired)
     }
 
+    /// Deletes the photos, per-photo results and hits' probe crops of every job past its `expires_at` at `as_of`
+    /// (the job's row, its hits and their decisions stay), one audited `expire_job` each; returns the jobs' ids.
+    /// Swept with the subjects.
+    pub fn expire_jobs(&self, as_of: SystemTime, caller: &Principal) -> Result<Vec<i64>, ServiceError> {
+        caller.require(Permission::ManageWatchlists)?;
+        let as_of = humantime::format_rfc3339_millis(as_of).to_string();
+        let mut expired = Vec::new();
+        for job in self.store.expired_jobs(&as_of)? {
+            let details = json!({ "case": job.case, "expires_at": job.expires_at, "photos": job.total, "hits": job.hits });
+            self.store.expire_job(job.id, caller.entry(Action::ExpireJob, Some(format!("job/{}", job.id)), details))?;
+            // The rows no longer name the files: a folder left behind by a failed removal holds nothing reachable.
+            let folder = self.jobs_dir().join(&job.dir);
+            if let Err(e) = std::fs::remove_dir_all(&folder) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(job = job.id, error = %e, "expired job's photo folder not removed");
+                }
+            }
+            expired.push(job.id);
+        }
+        Ok(expired)
+    }
+
+    /// Deletes the probe crops of checkpoint hits older than `hits.probe_retention_days` at `as_of` (audited as one
+    /// `expire_hit_probes` entry with their ids); the hits and their decisions stay. Returns the hits' ids.
+    pub fn expire_hit_probes(&self, as_of: SystemTime, caller: &Principal) -> Result<Vec<i64>, ServiceError> {
+        caller.require(Permission::ManageWatchlists)?;
+        let keep = std::time::Duration::from_secs(u64::from(self.hits.probe_retention_days) * 86_400);
+        let before = humantime::format_rfc3339_millis(as_of.checked_sub(keep).unwrap_or(SystemTime::UNIX_EPOCH)).to_string();
+        Ok(self.store.expire_hit_probes(&before, &|ids: &[i64]| {
+            let first: Vec<i64> = ids.iter().take(100).copied().collect();
+            let details = json!({ "before": before, "hits": ids.len(), "first_ids": first });
+            caller.entry(Action::ExpireHitProbes, None, details)
+        })?)
+    }
+
     /// Who was on `watchlist` at `on`, replayed from the audit trail: subjects created on it or moved to it, less
     /// those deleted, expired or moved away, up to that time. The trail is the record (the store keeps only the
     /// present), so the answer holds for subjects long deleted. Auditors only.

@@ -218,6 +218,20 @@ impl WatchlistService {
         Ok(result)
     }
 
+    /// Candidates for every face of an analysed photo, unaudited: a job photo's search, whose audit entry the job's
+    /// store write carries with its result and hits. The caller's permission and scope were checked at submission.
+    pub(super) fn face_candidates(&self, analysis: &Analysis, request: &SearchRequest) -> Result<Vec<FaceSearch>, ServiceError> {
+        let context = self.search_context(request)?;
+        analysis
+            .faces
+            .iter()
+            .map(|face| {
+                let candidates = self.candidates(&face.embedding.values, request, &context)?;
+                Ok(FaceSearch { face: Some(face.into()), searched: true, skipped_reason: None, candidates })
+            })
+            .collect()
+    }
+
     /// Searches with an embedding the caller already has (it must come from the service's model).
     pub fn search_embedding(
         &self,
@@ -259,7 +273,7 @@ impl WatchlistService {
                 .collect(),
             SearchMode::Investigation => Vec::new(),
         };
-        let context_of_hits = HitContext { checkpoint: request.checkpoint.clone(), case: request.case.clone() };
+        let context_of_hits = HitContext { checkpoint: request.checkpoint.clone(), case: request.case.clone(), job: None };
         let new_hits: Vec<_> = alerting
             .iter()
             .map(|&(f, c)| {

@@ -12,7 +12,7 @@ fn person(key_id: &str, name: &str) -> Person {
     Person { key_id: key_id.to_owned(), name: name.to_owned() }
 }
 
-fn new_hit(watchlist: &str, subject_id: i64, case: Option<&str>) -> NewHit {
+pub(super) fn new_hit(watchlist: &str, subject_id: i64, case: Option<&str>) -> NewHit {
     NewHit {
         source: HitSource::Checkpoint,
         face: 0,
@@ -27,6 +27,7 @@ fn new_hit(watchlist: &str, subject_id: i64, case: Option<&str>) -> NewHit {
         searched_by: person("0123456789ab", "gate 3 desk A"),
         checkpoint: Some("gate 3".to_owned()),
         case: case.map(str::to_owned),
+        job_id: None,
     }
 }
 

@@ -7,6 +7,7 @@
 mod audit;
 mod concurrency;
 mod hits;
+mod jobs;
 mod records;
 mod retention;
 mod storage;
@@ -24,7 +25,7 @@ use super::model::{
 use super::store::GalleryStore;
 
 // The macro and the engines' own tests name each suite test as `conformance::name`, whichever topic file holds it.
-pub(crate) use self::{audit::*, concurrency::*, hits::*, records::*, retention::*, storage::*, templates::*};
+pub(crate) use self::{audit::*, concurrency::*, hits::*, jobs::*, records::*, retention::*, storage::*, templates::*};
 
 /// Expands to a `conformance` module with one `#[test]` per suite test, each against a fresh store from `$open`:
 /// the name of a `fn() -> (Guard, impl GalleryStore)` in the invoking module, where the guard (a temporary
@@ -60,6 +61,9 @@ macro_rules! conformance_suite {
             two_different_reviewers_decide_a_hit_and_nobody_reviews_twice,
             an_alert_is_acknowledged_once_and_a_jobs_hit_never,
             hit_queues_filter_and_page_by_id,
+            a_jobs_photos_are_claimed_one_at_a_time_and_finished_once,
+            claims_of_a_dead_runner_return_and_a_cancelled_job_is_not_claimed,
+            jobs_list_newest_first_within_scope_and_expire,
         );
     };
     (@tests $open:ident; $($test:ident),+ $(,)?) => {

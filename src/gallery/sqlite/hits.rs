@@ -20,7 +20,8 @@ use crate::gallery::validation;
 const SELECT_HIT: &str = "SELECT h.id, h.created_at, h.source, h.search_id, h.face, h.watchlist, h.subject_id, \
      h.template_id, h.similarity, h.decision_score, h.fpir, h.fpir_extrapolated, h.searched_by_key, \
      h.searched_by_name, h.checkpoint, h.case_ref, h.state, h.acknowledged_at, h.acknowledged_key, \
-     h.acknowledged_name, EXISTS(SELECT 1 FROM hit_probe p WHERE p.hit_id = h.id), s.display_name, s.external_ref \
+     h.acknowledged_name, EXISTS(SELECT 1 FROM hit_probe p WHERE p.hit_id = h.id), s.display_name, s.external_ref, \
+     h.job_id \
      FROM hit h LEFT JOIN subject s ON s.id = h.subject_id ";
 
 /// A stored enum's text, refused as a conversion failure when it is none of the names (a damaged row).
@@ -58,6 +59,7 @@ fn hit_from_row(row: &Row<'_>) -> rusqlite::Result<Hit> {
         has_probe: row.get(20)?,
         display_name: row.get(21)?,
         external_ref: row.get(22)?,
+        job_id: row.get(23)?,
         reviews: Vec::new(),
     })
 }
@@ -89,7 +91,7 @@ fn reviews_of(conn: &Connection, ids: &[i64]) -> Result<HashMap<i64, Vec<Review>
     Ok(by_hit)
 }
 
-fn fetch_hit(conn: &Connection, id: i64) -> Result<Hit, GalleryError> {
+pub(super) fn fetch_hit(conn: &Connection, id: i64) -> Result<Hit, GalleryError> {
     let mut hit = conn
         .prepare_cached(&format!("{SELECT_HIT} WHERE h.id = ?1"))
         .and_then(|mut statement| statement.query_row([id], hit_from_row).optional())
@@ -104,7 +106,7 @@ fn validate_person(person: &Person) -> Result<(), GalleryError> {
     validation::validate_actor(&person.name)
 }
 
-fn validate_new_hit(new: &NewHit) -> Result<(), GalleryError> {
+pub(super) fn validate_new_hit(new: &NewHit) -> Result<(), GalleryError> {
     validation::validate_watchlist_name(&new.watchlist)?;
     validate_person(&new.searched_by)?;
     if let Some(checkpoint) = &new.checkpoint {
@@ -119,11 +121,11 @@ fn validate_new_hit(new: &NewHit) -> Result<(), GalleryError> {
     Ok(())
 }
 
-fn insert_hit(tx: &Transaction<'_>, new: &NewHit, search_id: i64, created_at: &str) -> Result<i64, GalleryError> {
+pub(super) fn insert_hit(tx: &Transaction<'_>, new: &NewHit, search_id: i64, created_at: &str) -> Result<i64, GalleryError> {
     tx.prepare_cached(
         "INSERT INTO hit(created_at, source, search_id, face, watchlist, subject_id, template_id, similarity, \
-         decision_score, fpir, fpir_extrapolated, searched_by_key, searched_by_name, checkpoint, case_ref, state) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+         decision_score, fpir, fpir_extrapolated, searched_by_key, searched_by_name, checkpoint, case_ref, state, job_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )
     .and_then(|mut statement| {
         statement.execute(params![
@@ -143,6 +145,7 @@ fn insert_hit(tx: &Transaction<'_>, new: &NewHit, search_id: i64, created_at: &s
             new.checkpoint,
             new.case,
             HitState::Undecided.as_str(),
+            new.job_id,
         ])
     })
     .context("insert hit")?;
@@ -193,7 +196,7 @@ impl HitStore for SqliteStore {
             ));
         }
         let within = query.within.as_ref().map(|names| serde_json::Value::from(names.clone()).to_string());
-        let filters: [&dyn ToSql; 8] = [
+        let filters: [&dyn ToSql; 9] = [
             &query.state.map(HitState::as_str),
             &query.watchlist,
             &query.case,
@@ -203,6 +206,7 @@ impl HitStore for SqliteStore {
             &within,
             // One more than a page, to know whether another follows.
             &((query.limit + 1) as i64),
+            &query.job,
         ];
         self.read(|tx| {
             let mut statement = tx
@@ -211,6 +215,7 @@ impl HitStore for SqliteStore {
                      AND (?3 IS NULL OR h.case_ref = ?3) AND (?4 IS NULL OR h.checkpoint = ?4) \
                      AND (?5 IS NULL OR h.source = ?5) AND h.id > ?6 \
                      AND (?7 IS NULL OR h.watchlist IN (SELECT value FROM json_each(?7))) \
+                     AND (?9 IS NULL OR h.job_id = ?9) \
                      ORDER BY h.id LIMIT ?8"
                 ))
                 .context("list hits")?;

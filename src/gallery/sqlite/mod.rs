@@ -6,6 +6,7 @@
 
 mod connection;
 mod hits;
+mod jobs;
 mod keys;
 mod maintenance;
 mod queries;

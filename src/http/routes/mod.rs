@@ -3,6 +3,7 @@
 //! reading bodies into the API's error shape.
 
 mod hits;
+mod jobs;
 mod keys;
 mod operations;
 mod photos;
@@ -42,6 +43,7 @@ use crate::service::{AuthFailure, Principal, ServiceError, WatchlistService};
         (name = "watchlists", description = "Watchlists"),
         (name = "audit", description = "The tamper-evident audit trail"),
         (name = "hits", description = "Hits (alerts and candidates above their threshold) and their review by two people"),
+        (name = "jobs", description = "Investigators' bulk search jobs: many photos searched in the background, hits for review"),
         (name = "keys", description = "API keys and their roles (admin)"),
         (name = "operations", description = "Health, readiness, metrics, this document")
     )
@@ -78,6 +80,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(hits::decide))
         .routes(routes!(hits::acknowledge))
         .routes(routes!(hits::export_confirmed))
+        .routes(routes!(jobs::list_jobs, jobs::submit_job))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(jobs::job_results))
         .split_for_parts();
     let router = router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route") })
