@@ -48,6 +48,7 @@ pub struct Config {
     pub server: crate::http::ServerConfig,
     pub gallery: crate::service::GalleryConfig,
     pub access: crate::service::AccessConfig,
+    pub alerts: crate::service::AlertsConfig,
 }
 
 impl Config {

@@ -11,6 +11,7 @@ pub enum Entity {
     Template,
     ApiKey,
     Hit,
+    Webhook,
 }
 
 impl fmt::Display for Entity {
@@ -21,6 +22,7 @@ impl fmt::Display for Entity {
             Entity::Template => "template",
             Entity::ApiKey => "api key",
             Entity::Hit => "hit",
+            Entity::Webhook => "webhook",
         })
     }
 }
@@ -74,6 +76,10 @@ pub enum InvalidKind {
     Checkpoint,
     CaseRef,
     Comment,
+    /// A webhook's address.
+    WebhookUrl,
+    /// A webhook's filters (watchlists, sources) or a page of its deliveries.
+    WebhookQuery,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +168,10 @@ impl GalleryError {
                 what: Entity::Hit,
                 ..
             } => "hit_not_found",
+            GalleryError::NotFound {
+                what: Entity::Webhook,
+                ..
+            } => "webhook_not_found",
             GalleryError::Conflict { kind, .. } => match kind {
                 ConflictKind::DuplicateWatchlist => "duplicate_watchlist",
                 ConflictKind::WatchlistNotEmpty => "watchlist_not_empty",
@@ -198,6 +208,8 @@ impl GalleryError {
                 InvalidKind::Checkpoint => "invalid_checkpoint",
                 InvalidKind::CaseRef => "invalid_case",
                 InvalidKind::Comment => "invalid_comment",
+                InvalidKind::WebhookUrl => "invalid_webhook_url",
+                InvalidKind::WebhookQuery => "invalid_webhook_query",
             },
             GalleryError::AuditChainBroken { .. } => "audit_chain_broken",
             GalleryError::AnchorKey { .. } => "audit_anchor_key",

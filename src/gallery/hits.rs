@@ -223,6 +223,8 @@ pub struct HitQuery {
     pub case: Option<String>,
     pub checkpoint: Option<String>,
     pub source: Option<HitSource>,
+    /// Only open alerts: checkpoint hits nobody has acknowledged yet (the console's alert queue).
+    pub open: bool,
     pub after: Option<i64>,
     pub limit: usize,
     /// Only hits of these watchlists (a caller's key limits); set by the service, never by a client.

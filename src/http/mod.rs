@@ -2,6 +2,7 @@
 //! photo work bounded. Handlers are thin: parse, call the service core off the async runtime, map errors.
 
 mod admission;
+mod dispatch;
 mod drain;
 mod error;
 mod limits;
@@ -93,6 +94,8 @@ pub struct AppState {
     pub admission: Admission,
     pub metrics: Arc<metrics::Metrics>,
     pub config: ServerConfig,
+    /// Turns true when the server begins to stop: open alert streams end, so that stopping never waits on them.
+    pub closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -103,6 +106,7 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::default()),
             service,
             config,
+            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
         })
     }
 }
@@ -146,8 +150,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests, saves the index and folds the database's
-/// WAL into its main file. Meanwhile the WAL is folded every `gallery.checkpoint_interval_s`.
+/// Serves until `shutdown` resolves, then ends alert streams, finishes in-flight requests, stops the webhook
+/// dispatcher, saves the index and folds the database's WAL into its main file. Meanwhile the WAL is folded every
+/// `gallery.checkpoint_interval_s`.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let service = state.service.clone();
     let interval = service.config().checkpoint_interval_s;
@@ -155,8 +160,20 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     let config = state.config.clone();
     tracing::info!(address = %listener.local_addr()?, "listening");
     let sweeps = tokio::spawn(sweep_retention(service.clone()));
-    let served = server::run(listener, app(state), &config, shutdown).await;
+    let dispatcher = tokio::spawn(dispatch::run(service.clone(), state.closing.subscribe()));
+    let closing = state.closing.clone();
+    // Streams end as the server begins to stop, before connections are asked to finish: a stream never ends on
+    // its own, and the drain would otherwise wait for it until the hard close.
+    let shutdown = async move {
+        shutdown.await;
+        closing.send_replace(true);
+    };
+    let served = server::run(listener, app(state.clone()), &config, shutdown).await;
+    state.closing.send_replace(true);
     sweeps.abort();
+    if tokio::time::timeout(std::time::Duration::from_secs(5), dispatcher).await.is_err() {
+        tracing::warn!("webhook dispatcher did not stop in time; pending deliveries resume at the next start");
+    }
     drop(checkpoints);
     served?;
     let closed = tokio::task::spawn_blocking(move || service.close()).await;

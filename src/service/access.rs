@@ -34,6 +34,8 @@ pub enum Permission {
     ReviewHits,
     /// Acknowledge an open checkpoint alert.
     AcknowledgeHits,
+    /// Create, list and delete webhooks, and read their deliveries.
+    ManageWebhooks,
 }
 
 impl Permission {
@@ -53,6 +55,7 @@ impl Permission {
             Permission::ReadHits => "read hits",
             Permission::ReviewHits => "review hits",
             Permission::AcknowledgeHits => "acknowledge alerts",
+            Permission::ManageWebhooks => "manage webhooks",
         }
     }
 }
@@ -83,7 +86,9 @@ impl Role {
                     | ReviewHits
             ),
             Role::Enroller => matches!(permission, ReadWatchlists | ReadSubjects | ViewPhotos | EditSubjects),
-            Role::Admin => matches!(permission, ManageKeys | ManageWatchlists | ReadWatchlists | ReadStats),
+            // Webhooks are configuration: an admin names where hits go (and the audit trail says who did), but reads
+            // no hit through them; the deliveries an admin sees hold statuses, never hit data.
+            Role::Admin => matches!(permission, ManageKeys | ManageWatchlists | ReadWatchlists | ReadStats | ManageWebhooks),
             Role::Auditor => matches!(permission, ReadAudit),
             Role::System => true,
         }

@@ -69,7 +69,9 @@ impl WatchlistService {
         if hits.is_empty() {
             return Ok((self.audit_use(entry)?, Vec::new()));
         }
-        Ok(self.store.record_hits(hits, entry)?)
+        let recorded = self.store.record_hits(hits, entry)?;
+        self.signal_hits();
+        Ok(recorded)
     }
 
     /// A review queue: the hits of the caller's watchlists that the query selects, oldest first.

@@ -6,6 +6,7 @@
 //! store, so a template deleted a moment ago never appears even if a concurrent search saw it in the index.
 
 mod access;
+mod alerts;
 mod audit;
 mod audit_details;
 mod backup;
@@ -20,6 +21,7 @@ mod records;
 mod retention;
 mod search;
 mod storage;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub use access::Permission;
+pub use alerts::{AlertFeed, AlertFilter, AlertsConfig};
 pub use audit::{Adoption, AuditStatus, AuditVerdict};
 pub use backup::{backup_gallery, restore_gallery, RestoreReport};
 pub use bulk::{list_folder, BulkSummary, PhotoOutcome, PhotoStatus};
@@ -41,6 +44,7 @@ pub use principal::{Action, Principal, Role, UnknownRole};
 pub use records::{ServiceStats, WatchlistRequest};
 pub use retention::{Membership, MembershipReport};
 pub use storage::CheckpointTimer;
+pub use webhooks::{backoff, signature, DeliveryJob, IssuedWebhook, WebhookRequest};
 pub use search::{
     Candidate, FaceSearch, FaceSummary, SearchMode, SearchRequest, SearchResult, VerifyDecision, VerifyResult,
 };
@@ -199,6 +203,9 @@ pub struct WatchlistService {
     keys: keys::KeyGate,
     /// Signs every audit entry the store commits, outside the database.
     anchor: Arc<AuditAnchor>,
+    alerts: AlertsConfig,
+    /// Wakes alert streams and the webhook dispatcher when this node records hits.
+    hit_signal: tokio::sync::watch::Sender<u64>,
 }
 
 impl WatchlistService {
@@ -247,6 +254,8 @@ impl WatchlistService {
             access: AccessConfig::default(),
             keys: keys::KeyGate::default(),
             anchor,
+            alerts: AlertsConfig::default(),
+            hit_signal: tokio::sync::watch::Sender::new(0),
         })
     }
 

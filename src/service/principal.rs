@@ -161,6 +161,9 @@ pub enum Action {
     ViewHitProbe,
     /// A case's confirmed hits exported.
     ExportHits,
+    /// A webhook made (its address and filters; never its secret).
+    CreateWebhook,
+    DeleteWebhook,
 }
 
 impl Action {
@@ -189,6 +192,8 @@ impl Action {
             Action::AcknowledgeHit => "acknowledge_hit",
             Action::ViewHitProbe => "view_hit_probe",
             Action::ExportHits => "export_hits",
+            Action::CreateWebhook => "create_webhook",
+            Action::DeleteWebhook => "delete_webhook",
         }
     }
 }

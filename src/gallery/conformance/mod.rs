@@ -4,6 +4,7 @@
 //! runs the whole suite with `conformance_suite!(open_fn)`, so SQLite today and PostgreSQL later are held to one
 //! contract; only tests that need one engine's files or internals live next to that engine.
 
+mod alerts;
 mod audit;
 mod concurrency;
 mod hits;
@@ -24,7 +25,7 @@ use super::model::{
 use super::store::GalleryStore;
 
 // The macro and the engines' own tests name each suite test as `conformance::name`, whichever topic file holds it.
-pub(crate) use self::{audit::*, concurrency::*, hits::*, records::*, retention::*, storage::*, templates::*};
+pub(crate) use self::{alerts::*, audit::*, concurrency::*, hits::*, records::*, retention::*, storage::*, templates::*};
 
 /// Expands to a `conformance` module with one `#[test]` per suite test, each against a fresh store from `$open`:
 /// the name of a `fn() -> (Guard, impl GalleryStore)` in the invoking module, where the guard (a temporary
@@ -60,6 +61,8 @@ macro_rules! conformance_suite {
             two_different_reviewers_decide_a_hit_and_nobody_reviews_twice,
             an_alert_is_acknowledged_once_and_a_jobs_hit_never,
             hit_queues_filter_and_page_by_id,
+            webhooks_are_made_listed_and_deleted_with_their_audit_entries,
+            deliveries_follow_new_hits_by_filter_and_keep_every_attempt,
         );
     };
     (@tests $open:ident; $($test:ident),+ $(,)?) => {

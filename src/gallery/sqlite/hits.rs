@@ -193,7 +193,7 @@ impl HitStore for SqliteStore {
             ));
         }
         let within = query.within.as_ref().map(|names| serde_json::Value::from(names.clone()).to_string());
-        let filters: [&dyn ToSql; 8] = [
+        let filters: [&dyn ToSql; 9] = [
             &query.state.map(HitState::as_str),
             &query.watchlist,
             &query.case,
@@ -203,6 +203,7 @@ impl HitStore for SqliteStore {
             &within,
             // One more than a page, to know whether another follows.
             &((query.limit + 1) as i64),
+            &query.open,
         ];
         self.read(|tx| {
             let mut statement = tx
@@ -211,6 +212,7 @@ impl HitStore for SqliteStore {
                      AND (?3 IS NULL OR h.case_ref = ?3) AND (?4 IS NULL OR h.checkpoint = ?4) \
                      AND (?5 IS NULL OR h.source = ?5) AND h.id > ?6 \
                      AND (?7 IS NULL OR h.watchlist IN (SELECT value FROM json_each(?7))) \
+                     AND (?9 = 0 OR (h.source = 'checkpoint' AND h.acknowledged_at IS NULL)) \
                      ORDER BY h.id LIMIT ?8"
                 ))
                 .context("list hits")?;

@@ -40,6 +40,10 @@ fn hit_query(params: &HashMap<String, String>) -> Result<HitQuery, ApiError> {
         watchlist: text("watchlist"),
         case: text("case"),
         checkpoint: text("checkpoint"),
+        open: text("open")
+            .map(|raw| raw.parse::<bool>().map_err(|_| query_error("open", "use true or false")))
+            .transpose()?
+            .unwrap_or(false),
         after: number("after")?,
         limit: number("limit")?.map_or(50, |n| n as usize),
         within: None,
@@ -53,6 +57,7 @@ fn hit_query(params: &HashMap<String, String>) -> Result<HitQuery, ApiError> {
         ("case" = Option<String>, Query, description = "only hits of searches that stated this case"),
         ("checkpoint" = Option<String>, Query, description = "only hits of searches that stated this checkpoint"),
         ("source" = Option<String>, Query, description = "checkpoint or job"),
+        ("open" = Option<bool>, Query, description = "true: only open alerts (checkpoint hits not acknowledged yet)"),
         ("after" = Option<i64>, Query, description = "the `next_after` of the previous page"),
         ("limit" = Option<usize>, Query, description = "default 50, at most 500"),
     ),
