@@ -178,7 +178,9 @@ impl WatchlistService {
         caller.require(Permission::ManageWebhooks)?;
         let now_ms = millis(now);
         self.store.enqueue_deliveries(now_ms)?;
-        let lease = Duration::from_secs_f64(self.alerts.webhook_timeout_s.max(0.0)) + Duration::from_secs(30);
+        // Twice the attempt's timeout and a margin: long enough that an attempt in progress is never sent twice at
+        // once, short enough that one cut off by a stop or a crash is sent again soon.
+        let lease = Duration::from_secs_f64(2.0 * self.alerts.webhook_timeout_s.max(0.0)) + Duration::from_secs(5);
         let claimed = self.store.claim_deliveries(now_ms, now_ms + lease.as_millis() as i64, CLAIM_BATCH)?;
         let mut jobs = Vec::with_capacity(claimed.len());
         for delivery in claimed {

@@ -99,13 +99,24 @@ impl TestServer {
         server: facematch::http::ServerConfig,
         access: facematch::service::AccessConfig,
     ) -> TestServer {
+        TestServer::start_full(gallery, server, access, facematch::service::AlertsConfig::default())
+    }
+
+    /// A server with these gallery, access and alert settings.
+    pub fn start_full(
+        gallery: facematch::service::GalleryConfig,
+        server: facematch::http::ServerConfig,
+        access: facematch::service::AccessConfig,
+        alerts: facematch::service::AlertsConfig,
+    ) -> TestServer {
         use std::sync::Arc;
         let data_dir = gallery.data_dir.clone();
         let config = config_for("face-reid-retail-0095");
         let pipeline = Arc::new(pipeline("face-reid-retail-0095"));
         let service = facematch::service::WatchlistService::open(pipeline, gallery, config.quality)
             .expect("service opens")
-            .with_access(access);
+            .with_access(access)
+            .with_alerts(alerts);
         let keys = mint_keys(&service);
         let service = Arc::new(service);
         let shared = service.clone();
@@ -224,7 +235,12 @@ pub fn role_for(method: &reqwest::Method, path: &str) -> facematch::service::Rol
     let changes = *method != reqwest::Method::GET;
     if path.starts_with("/v1/hits") && path.ends_with("/acknowledge") {
         Role::Checkpoint
-    } else if path.starts_with("/v1/search") || path.starts_with("/v1/verify") || path.starts_with("/v1/hits") || path.starts_with("/v1/cases") {
+    } else if path.starts_with("/v1/search")
+        || path.starts_with("/v1/verify")
+        || path.starts_with("/v1/hits")
+        || path.starts_with("/v1/cases")
+        || path.starts_with("/v1/alerts")
+    {
         Role::Investigator
     } else if path.starts_with("/v1/subjects") {
         Role::Enroller
