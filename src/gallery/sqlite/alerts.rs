@@ -43,7 +43,9 @@ fn webhook_from_row(row: &Row<'_>) -> rusqlite::Result<Webhook> {
 
 /// Milliseconds since the epoch as RFC 3339, for answers.
 fn rfc3339_of_ms(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    // RFC 3339 ends with the year 9999; a time past it (a lease "forever") reads as its last millisecond.
+    const LAST_MS: i64 = 253_402_300_799_999;
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.clamp(0, LAST_MS) as u64);
     humantime::format_rfc3339_millis(at).to_string()
 }
 
