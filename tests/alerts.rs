@@ -250,7 +250,7 @@ fn verify(received: &Received, secret: &str) -> Value {
 }
 
 fn quick_alerts() -> AlertsConfig {
-    AlertsConfig { webhook_backoff_s: 0.05, webhook_timeout_s: 5.0, poll_interval_s: 0.1, ..AlertsConfig::default() }
+    AlertsConfig { webhook_backoff_s: 0.05, webhook_timeout_s: 5.0, poll_interval_s: 0.1, keepalive_s: 0.5, ..AlertsConfig::default() }
 }
 
 fn start(dir: &std::path::Path, alerts: AlertsConfig) -> TestServer {
@@ -325,6 +325,21 @@ async fn a_webhook_gets_each_hit_signed_and_retried_until_its_receiver_takes_it(
     let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert!(actions.contains(&"create_webhook") && actions.contains(&"delete_webhook"), "{actions:?}");
     assert!(!audit.to_string().contains(&secret[6..]), "the secret is not in the trail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_a_key_revoked_while_it_is_open_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), quick_alerts());
+    let operator = Principal::operator("alerts test", Some("test keys".into()));
+    let request = KeyRequest { name: "desk to revoke".into(), role: Role::Checkpoint, watchlists: None, expires_at: None };
+    let issued = server.service.create_key(request, &operator).expect("key made");
+    let mut stream = Events::open(&client_with(&issued.secret), server.url("/v1/alerts/stream"), None).await;
+    let r = server.client(Role::Admin).post(server.url(&format!("/v1/keys/{}/revoke", issued.key.id))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let event = stream.next().await.expect("the stream says why it ends");
+    assert_eq!((event.event.as_str(), event.data["error"]["code"].as_str()), ("error", Some("key_revoked")));
+    assert!(stream.next().await.is_none(), "and ends");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

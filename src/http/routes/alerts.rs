@@ -78,7 +78,16 @@ pub async fn stream(
     let opener = who.clone();
     let feed = blocking(&state, move |s| s.open_alert_feed(filter, resume, &opener)).await?;
     let config = state.service.alerts_config();
+    // Kept to present the key again at each keep-alive: a key revoked or expired while its stream is open stops
+    // receiving hits within `alerts.keepalive_s`, as it would at its next request.
+    let mut credentials = HeaderMap::new();
+    for name in [header::AUTHORIZATION.as_str(), "x-facematch-purpose"] {
+        if let Some(value) = headers.get(name) {
+            credentials.insert(name, value.clone());
+        }
+    }
     let stream = EventStream {
+        credentials,
         cursor: feed.start_after,
         feed: Arc::new(feed),
         who: Arc::new(who),
@@ -104,6 +113,8 @@ pub async fn stream(
 /// One open stream: where it is, what it still has to send, and what wakes it.
 struct EventStream {
     state: AppState,
+    /// The request's key and purpose.
+    credentials: HeaderMap,
     who: Arc<Principal>,
     feed: Arc<AlertFeed>,
     /// The newest hit id read from the store.
@@ -144,9 +155,7 @@ impl EventStream {
                 Ok(_) => {}
                 Err(error) => {
                     // The client reconnects with its last id; the error says why the stream ended.
-                    self.done = true;
-                    let body = serde_json::json!({ "error": { "code": error.code, "message": error.message } });
-                    return Some((Ok(Bytes::from(format!("event: error\ndata: {body}\n\n"))), self));
+                    return Some((Ok(error_event(&error)), self.finished()));
                 }
             }
             let keepalive_at = self.keepalive_at;
@@ -160,12 +169,35 @@ impl EventStream {
                 Wake::Read => {}
                 Wake::KeepAlive => {
                     self.keepalive_at = Instant::now() + self.keepalive;
+                    match caller(&self.state, &self.credentials).await {
+                        Ok(who) => self.who = Arc::new(who),
+                        // Revoked, expired, or its role changed: the stream ends as the next request would be refused.
+                        Err(error) if matches!(error.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                            return Some((Ok(error_event(&error)), self.finished()));
+                        }
+                        // A full rate bucket or a busy store: the key stays as it was checked last.
+                        Err(_) => {}
+                    }
                     return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), self));
                 }
                 Wake::Close => return None,
             }
         }
     }
+}
+
+impl EventStream {
+    /// Sends nothing more.
+    fn finished(mut self) -> EventStream {
+        self.done = true;
+        self
+    }
+}
+
+/// `event: error` with the error shape: why the stream ends.
+fn error_event(error: &ApiError) -> Bytes {
+    let body = serde_json::json!({ "error": { "code": error.code, "message": error.message } });
+    Bytes::from(format!("event: error\ndata: {body}\n\n"))
 }
 
 /// Why a waiting stream woke.
