@@ -189,6 +189,14 @@ async fn a_stream_shows_each_key_the_hits_it_may_see_as_they_happen_and_replays_
     assert_eq!(open_ids(&page), [first.clone(), second.clone(), third.clone()].concat());
     let r = checkpoint.post(server.url(&format!("/v1/hits/{}/acknowledge", first[0]))).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    // Open streams hear of it: the hit as it is now, without an id (resuming stays by new hits).
+    assert_eq!(everything.next_hit().await.id, Some(third[0]));
+    assert_eq!(everything.next_hit().await.id, Some(third[1]));
+    let updated = everything.next().await.expect("the stream is open");
+    assert_eq!((updated.event.as_str(), updated.id, updated.data["id"].as_i64()), ("hit_updated", None, Some(first[0])));
+    assert_eq!(updated.data["acknowledged_by"]["name"], "test checkpoint");
+    let (_, stored) = json_of(checkpoint.get(server.url(&format!("/v1/hits/{}", first[0]))).send().await.unwrap()).await;
+    assert_eq!(updated.data, stored);
     let (_, page) = json_of(checkpoint.get(server.url("/v1/hits?open=true")).send().await.unwrap()).await;
     assert_eq!(open_ids(&page), [second.clone(), third.clone()].concat());
     assert_eq!(checkpoint.get(server.url("/v1/hits?open=maybe")).send().await.unwrap().status(), 400);

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::{GalleryError, InvalidKind};
-use super::hits::HitSource;
+use super::hits::{Hit, HitQuery, HitSource};
 use super::store::AuditFor;
 
 /// Where hits are sent. The secret stays in the store (the server must be able to sign with it) and is shown once,
@@ -146,6 +146,11 @@ pub fn validate_webhook_description(text: &str) -> Result<(), GalleryError> {
 pub trait AlertStore: Send + Sync {
     /// The newest hit's id (0 while there is none): where a stream that replays nothing starts.
     fn latest_hit_id(&self) -> Result<i64, GalleryError>;
+    /// The number of the newest change to a hit (an acknowledgement, a decision); 0 while there is none.
+    fn latest_hit_change(&self) -> Result<i64, GalleryError>;
+    /// The hits changed after change number `after`, as they are now, with the number of their latest change, in
+    /// change order; `query`'s `source`, `within` and `limit` apply.
+    fn changed_hits(&self, after: i64, query: &HitQuery) -> Result<Vec<(i64, Hit)>, GalleryError>;
     /// Makes a webhook that receives the hits recorded after it (not the earlier ones).
     fn create_webhook(&self, new: NewWebhook, audit: AuditFor<'_, Webhook>) -> Result<Webhook, GalleryError>;
     /// `webhook_not_found` when there is none.

@@ -189,6 +189,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX webhook_delivery_due ON webhook_delivery(state, next_attempt_ms) WHERE state = 'pending';
 
     CREATE INDEX hit_open ON hit(id) WHERE source = 'checkpoint' AND acknowledged_at IS NULL;
+
+    -- Every acknowledgement and decision numbers its hit's change from one counter, so that a stream finds the
+    -- hits changed since its cursor in the store (0: never changed).
+    ALTER TABLE hit ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX hit_changed ON hit(changed) WHERE changed > 0;
+    INSERT INTO counter(name, value) VALUES ('hit_changes', 0);
     "#,
 ];
 

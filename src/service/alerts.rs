@@ -57,6 +57,8 @@ pub struct AlertFeed {
     query: HitQuery,
     /// The id after which hits are sent: the one the client resumes from, or the newest hit when it opened.
     pub start_after: i64,
+    /// The change number after which changed hits are sent: the newest when it opened (changes are not replayed).
+    pub changes_after: i64,
 }
 
 impl WatchlistService {
@@ -70,7 +72,7 @@ impl WatchlistService {
         &self.alerts
     }
 
-    /// Changes whenever this node records hits; a wake-up only (the store is the truth).
+    /// Changes whenever this node records or changes hits; a wake-up only (the store is the truth).
     pub fn hit_signal(&self) -> watch::Receiver<u64> {
         self.hit_signal.subscribe()
     }
@@ -103,7 +105,8 @@ impl WatchlistService {
         };
         let within = filter.watchlists.or_else(|| caller.watchlists.clone());
         let query = HitQuery { source: filter.source, within, limit: FEED_PAGE, ..HitQuery::default() };
-        Ok(AlertFeed { query, start_after })
+        let changes_after = self.store.latest_hit_change()?;
+        Ok(AlertFeed { query, start_after, changes_after })
     }
 
     /// The next hits of an open stream after `after`, oldest first (at most a page). The role is checked on every
@@ -112,5 +115,12 @@ impl WatchlistService {
         caller.require(Permission::ReadHits)?;
         let query = HitQuery { after: Some(after), ..feed.query.clone() };
         Ok(self.store.list_hits(&query)?.items)
+    }
+
+    /// The hits of an open stream changed (acknowledged, reviewed) after change number `after`, as they are now,
+    /// each with its change number.
+    pub fn alert_changes_after(&self, feed: &AlertFeed, after: i64, caller: &Principal) -> Result<Vec<(i64, Hit)>, ServiceError> {
+        caller.require(Permission::ReadHits)?;
+        Ok(self.store.changed_hits(after, &feed.query)?)
     }
 }

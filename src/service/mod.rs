@@ -204,7 +204,7 @@ pub struct WatchlistService {
     /// Signs every audit entry the store commits, outside the database.
     anchor: Arc<AuditAnchor>,
     alerts: AlertsConfig,
-    /// Wakes alert streams and the webhook dispatcher when this node records hits.
+    /// Wakes alert streams and the webhook dispatcher when this node records or changes hits.
     hit_signal: tokio::sync::watch::Sender<u64>,
 }
 

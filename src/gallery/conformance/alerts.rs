@@ -113,6 +113,25 @@ pub(crate) fn deliveries_follow_new_hits_by_filter_and_keep_every_attempt(store:
     assert_eq!(done.attempts[1], attempt(2, None));
     assert!(store.claim_deliveries(i64::MAX, i64::MAX, 100).expect("after").iter().all(|c| c.id != d));
 
+    // Acknowledgements and decisions number their hits' changes, newest last; a stream asks for those after its own.
+    let changes = store.latest_hit_change().expect("changes");
+    let by = Person { key_id: "0123456789ab".into(), name: "gate 3".into() };
+    store.acknowledge_hit(ids[1], by, &|h: &crate::gallery::hits::Hit| entry("acknowledge_hit", format!("hit/{}", h.id))).expect("acknowledged");
+    let review = crate::gallery::hits::NewReview {
+        reviewer: Person { key_id: "aaaaaaaaaaaa".into(), name: "examiner".into() },
+        decision: crate::gallery::hits::Decision::Inconclusive,
+        comment: "cannot tell".into(),
+    };
+    store.review_hit(ids[0], review, &|h: &crate::gallery::hits::Hit| entry("review_hit", format!("hit/{}", h.id))).expect("reviewed");
+    assert_eq!(store.latest_hit_change().expect("changes"), changes + 2);
+    let query = crate::gallery::hits::HitQuery { limit: 10, ..Default::default() };
+    let changed = store.changed_hits(changes, &query).expect("changed");
+    assert_eq!(changed.iter().map(|(seq, h)| (*seq, h.id)).collect::<Vec<_>>(), vec![(changes + 1, ids[1]), (changes + 2, ids[0])]);
+    assert!(changed[0].1.acknowledged_by.is_some() && changed[1].1.reviews.len() == 1);
+    assert_eq!(store.changed_hits(changes + 1, &query).expect("after").len(), 1);
+    let within = crate::gallery::hits::HitQuery { within: Some(vec!["wanted".into()]), ..query };
+    assert_eq!(store.changed_hits(changes, &within).expect("within").iter().map(|(_, h)| h.id).collect::<Vec<_>>(), vec![ids[0]]);
+
     // Deleting a webhook takes its deliveries with it.
     store.delete_webhook(every.id, &|w: &Webhook| entry("delete_webhook", format!("webhook/{}", w.id))).expect("deleted");
     assert!(store.claim_deliveries(i64::MAX, i64::MAX, 100).expect("after").iter().all(|c| c.webhook_id == wanted.id));

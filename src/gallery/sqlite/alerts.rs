@@ -1,16 +1,18 @@
 //! `AlertStore` for `SqliteStore`: the `webhook` and `webhook_delivery` tables.
 
 use rusqlite::types::Type;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::queries::{append_audit_in, now_rfc3339};
 use super::rows::conversion_failure;
+use super::hits::{hit_from_row, reviews_of, SELECT_HIT};
 use super::SqliteStore;
 use crate::gallery::alerts::{
     validate_webhook_description, validate_webhook_url, AlertStore, Attempt, Delivery, DeliveryPage, DeliveryState,
     NewWebhook, Webhook, MAX_DELIVERIES_PER_PAGE,
 };
 use crate::gallery::error::{DatabaseContext, Entity, GalleryError, InvalidKind};
+use crate::gallery::hits::{Hit, HitQuery, HitSource};
 use crate::gallery::store::AuditFor;
 use crate::gallery::validation;
 
@@ -100,7 +102,51 @@ fn validate_new_webhook(new: &NewWebhook) -> Result<(), GalleryError> {
     validation::validate_actor(&new.created_by)
 }
 
+/// Numbers a change of hit `id` (an acknowledgement, a decision) in the change's transaction.
+pub(super) fn mark_changed(tx: &Transaction<'_>, id: i64) -> Result<(), GalleryError> {
+    tx.execute("UPDATE counter SET value = value + 1 WHERE name = 'hit_changes'", []).context("count hit change")?;
+    tx.execute("UPDATE hit SET changed = (SELECT value FROM counter WHERE name = 'hit_changes') WHERE id = ?1", [id])
+        .context("mark hit changed")?;
+    Ok(())
+}
+
 impl AlertStore for SqliteStore {
+    fn latest_hit_change(&self) -> Result<i64, GalleryError> {
+        self.read(|tx| {
+            tx.query_row("SELECT value FROM counter WHERE name = 'hit_changes'", [], |row| row.get(0))
+                .context("read hit changes")
+        })
+    }
+
+    fn changed_hits(&self, after: i64, query: &HitQuery) -> Result<Vec<(i64, Hit)>, GalleryError> {
+        let within = query.within.as_ref().map(|names| serde_json::Value::from(names.clone()).to_string());
+        let limit = query.limit.clamp(1, crate::gallery::hits::MAX_HITS_PER_PAGE) as i64;
+        self.read(|tx| {
+            let mut statement = tx
+                .prepare_cached(&format!(
+                    "{SELECT_HIT} WHERE h.changed > ?1 AND (?2 IS NULL OR h.source = ?2) \
+                     AND (?3 IS NULL OR h.watchlist IN (SELECT value FROM json_each(?3))) ORDER BY h.changed LIMIT ?4"
+                ))
+                .context("list changed hits")?;
+            let mut hits = statement
+                .query_map(params![after, query.source.map(HitSource::as_str), within, limit], hit_from_row)
+                .context("list changed hits")?
+                .collect::<Result<Vec<_>, _>>()
+                .context("read hit")?;
+            let ids: Vec<i64> = hits.iter().map(|hit| hit.id).collect();
+            let mut reviews = reviews_of(tx, &ids)?;
+            let mut changed = Vec::with_capacity(hits.len());
+            for mut hit in hits.drain(..) {
+                hit.reviews = reviews.remove(&hit.id).unwrap_or_default();
+                let seq: i64 = tx
+                    .query_row("SELECT changed FROM hit WHERE id = ?1", [hit.id], |row| row.get(0))
+                    .context("read hit change")?;
+                changed.push((seq, hit));
+            }
+            Ok(changed)
+        })
+    }
+
     fn latest_hit_id(&self) -> Result<i64, GalleryError> {
         self.read(|tx| tx.query_row("SELECT COALESCE(MAX(id), 0) FROM hit", [], |row| row.get(0)).context("read newest hit"))
     }

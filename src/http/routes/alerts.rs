@@ -89,6 +89,7 @@ pub async fn stream(
     let stream = EventStream {
         credentials,
         cursor: feed.start_after,
+        changes: feed.changes_after,
         feed: Arc::new(feed),
         who: Arc::new(who),
         queue: VecDeque::new(),
@@ -119,7 +120,9 @@ struct EventStream {
     feed: Arc<AlertFeed>,
     /// The newest hit id read from the store.
     cursor: i64,
-    queue: VecDeque<Hit>,
+    /// The newest change number of a hit read from the store.
+    changes: i64,
+    queue: VecDeque<Outgoing>,
     hits: watch::Receiver<u64>,
     closing: watch::Receiver<bool>,
     poll: Duration,
@@ -142,14 +145,30 @@ impl EventStream {
             return Some((Ok(Bytes::from_static(b": facematch alerts\nretry: 2000\n\n")), self));
         }
         loop {
-            if let Some(hit) = self.queue.pop_front() {
-                return Some((Ok(hit_event(&hit)), self));
+            match self.queue.pop_front() {
+                Some(Outgoing::New(hit)) => return Some((Ok(hit_event(&hit)), self)),
+                Some(Outgoing::Changed(hit)) => return Some((Ok(hit_updated_event(&hit)), self)),
+                None => {}
             }
-            let (feed, who, after) = (self.feed.clone(), self.who.clone(), self.cursor);
-            match blocking(&self.state, move |s| s.alerts_after(&feed, after, &who)).await {
-                Ok(hits) if !hits.is_empty() => {
+            let (feed, who, after, changes) = (self.feed.clone(), self.who.clone(), self.cursor, self.changes);
+            // New hits first, then changes: a hit is always sent as `hit` before any `hit_updated` of it.
+            let read = blocking(&self.state, move |s| {
+                let hits = s.alerts_after(&feed, after, &who)?;
+                let changed = if hits.is_empty() { s.alert_changes_after(&feed, changes, &who)? } else { Vec::new() };
+                Ok((hits, changed))
+            });
+            match read.await {
+                Ok((hits, _)) if !hits.is_empty() => {
                     self.cursor = hits.last().map_or(after, |hit| hit.id);
-                    self.queue.extend(hits);
+                    self.queue.extend(hits.into_iter().map(Outgoing::New));
+                    continue;
+                }
+                Ok((_, changed)) if !changed.is_empty() => {
+                    self.changes = changed.last().map_or(changes, |(seq, _)| *seq);
+                    // A change to a hit this stream has not reached yet (it replays from further back) comes with
+                    // the hit itself, as it is now.
+                    let cursor = self.cursor;
+                    self.queue.extend(changed.into_iter().filter(|(_, hit)| hit.id <= cursor).map(|(_, hit)| Outgoing::Changed(hit)));
                     continue;
                 }
                 Ok(_) => {}
@@ -214,6 +233,21 @@ async fn changed_or_never(receiver: &mut watch::Receiver<u64>) {
     if receiver.changed().await.is_err() {
         std::future::pending::<()>().await;
     }
+}
+
+/// What a stream sends next.
+enum Outgoing {
+    /// A hit not sent before: `event: hit`.
+    New(Hit),
+    /// A hit acknowledged or reviewed since: `event: hit_updated`.
+    Changed(Hit),
+}
+
+/// `event: hit_updated` and the hit's JSON as it is now, without `id:`, so that a reconnecting client's
+/// `Last-Event-ID` stays the last new hit it saw.
+fn hit_updated_event(hit: &Hit) -> Bytes {
+    let data = serde_json::to_string(hit).unwrap_or_else(|_| "{}".to_owned());
+    Bytes::from(format!("event: hit_updated\ndata: {data}\n\n"))
 }
 
 /// `id`, `event: hit` and the hit's JSON on one `data` line (serde_json writes no line breaks).
