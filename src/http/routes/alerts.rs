@@ -55,7 +55,8 @@ fn stream_request(params: &[(String, String)], headers: &HeaderMap) -> Result<(A
     summary = "Hits as they happen, as server-sent events: `id: <hit id>`, `event: hit`, `data: <the hit as GET /v1/hits/{id} shows it>`",
     description = "Replays the hits after `Last-Event-ID` (or `after`) from the store first, then sends new ones; without \
                    either it starts with the next hit. Only hits of the key's watchlists. A comment line every \
-                   `alerts.keepalive_s` (15 s) keeps proxies from closing it; it ends when the server stops (reconnect \
+                   `alerts.keepalive_s` (15 s) keeps proxies from closing it; a hit it sent that is acknowledged or \
+                   reviewed comes again as `event: hit_updated` (no `id:`); it ends when the server stops (reconnect \
                    with `Last-Event-ID`). Read it with `fetch()` and `Authorization: Bearer`.",
     params(
         ("watchlist" = Option<Vec<String>>, Query, description = "only these watchlists' hits (repeat the parameter)"),
