@@ -50,6 +50,7 @@ pub struct Config {
     pub access: crate::service::AccessConfig,
     pub jobs: crate::service::JobsConfig,
     pub hits: crate::service::HitsConfig,
+    pub alerts: crate::service::AlertsConfig,
 }
 
 impl Config {

@@ -108,6 +108,11 @@ const RULES: &[Rule] = &[
     rule("get", "/v1/jobs/{id}", "", Some(REVIEWERS), Named, 200),
     rule("post", "/v1/jobs/{id}/cancel", "", Some(REVIEWERS), Named, 200),
     rule("get", "/v1/jobs/{id}/results", "", Some(REVIEWERS), Named, 200),
+    rule("get", "/v1/alerts/stream", "", Some(HIT_READERS), Filtered, 200),
+    rule("get", "/v1/webhooks", "", Some(ADMINS), Filtered, 200),
+    rule("post", "/v1/webhooks", "", Some(ADMINS), Named, 201),
+    rule("delete", "/v1/webhooks/{id}", "", Some(ADMINS), Named, 200),
+    rule("get", "/v1/webhooks/{id}/deliveries", "", Some(ADMINS), Named, 200),
 ];
 
 /// The gallery every attempt runs against, and fresh things to change or delete so each attempt finds its target.
@@ -121,6 +126,8 @@ struct Fixture {
     hit: i64,
     /// A job of the `wanted` watchlist, submitted by an investigator.
     job: i64,
+    /// A webhook of `wanted`.
+    webhook: i64,
     counter: AtomicUsize,
 }
 
@@ -161,6 +168,14 @@ impl Fixture {
         let r = self.as_role(Admin, Method::POST, "/v1/watchlists").json(&json!({ "name": name })).send().await.unwrap();
         assert_eq!(r.status(), 201);
         name
+    }
+
+    /// A webhook of `wanted` (to a port nothing listens on: deliveries fail, which no rule depends on).
+    async fn new_webhook(&self) -> i64 {
+        let body = json!({ "url": "http://127.0.0.1:9/hook", "watchlists": ["wanted"] });
+        let r = self.as_role(Admin, Method::POST, "/v1/webhooks").json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
     }
 
     async fn new_key(&self) -> String {
@@ -242,6 +257,17 @@ impl Fixture {
             ("post", "/v1/hits/{id}/acknowledge", _) => {
                 (Method::POST, format!("/v1/hits/{}/acknowledge", self.new_hit().await), Body::None)
             }
+            ("get", "/v1/alerts/stream", _) => (Method::GET, "/v1/alerts/stream?after=0".into(), Body::None),
+            ("post", "/v1/webhooks", _) => {
+                let body = json!({ "url": "http://127.0.0.1:9/hook", "watchlists": ["wanted"] });
+                (Method::POST, rule.path.into(), Body::Json(body))
+            }
+            ("delete", "/v1/webhooks/{id}", _) => {
+                (Method::DELETE, format!("/v1/webhooks/{}", self.new_webhook().await), Body::None)
+            }
+            ("get", "/v1/webhooks/{id}/deliveries", _) => {
+                (Method::GET, format!("/v1/webhooks/{}/deliveries", self.webhook), Body::None)
+            }
             ("get", "/v1/cases/{case}/confirmed", _) => (Method::GET, "/v1/cases/access%20case/confirmed".into(), Body::None),
             ("post", "/v1/jobs", _) => {
                 let form = photo_form(&[("photo", &probe)]).text("case", "access case");
@@ -287,9 +313,21 @@ fn make_key(service: &WatchlistService, role: Role, watchlists: Option<&[&str]>,
 }
 
 async fn send(request: RequestBuilder) -> (u16, Value, String) {
-    let response = request.send().await.unwrap();
+    let mut response = request.send().await.unwrap();
     let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
+    let streaming = response.headers().get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let text = if streaming {
+        // A stream never ends: what it replays in a moment is what the key was shown (`after=0`: every hit it may
+        // read), which the filtered check reads.
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, response.chunk()).await {
+            seen.extend_from_slice(&chunk);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    } else {
+        response.text().await.unwrap()
+    };
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
     (status, body, text)
 }
@@ -305,10 +343,11 @@ async fn every_route_answers_every_key_exactly_as_the_rule_table_says() {
         let r = client.post(server.url("/v1/watchlists")).bearer_auth(server.key(Admin)).json(&json!({ "name": name }));
         assert_eq!(r.send().await.unwrap().status(), 201);
     }
-    let mut fixture = Fixture { server, client, subject: 0, template: 0, hit: 0, job: 0, counter: AtomicUsize::new(0) };
+    let mut fixture = Fixture { server, client, subject: 0, template: 0, hit: 0, job: 0, webhook: 0, counter: AtomicUsize::new(0) };
     fixture.subject = fixture.new_subject().await;
     fixture.template = fixture.enroll(fixture.subject, "id05/img14.jpg").await;
     fixture.hit = fixture.new_hit().await;
+    fixture.webhook = fixture.new_webhook().await;
     let form = photo_form(&[("photo", &common::deepface().join("id05/img15.jpg"))]).text("case", "access case").text("watchlist", "wanted");
     let r = fixture.as_role(Investigator, Method::POST, "/v1/jobs").multipart(form).send().await.unwrap();
     assert_eq!(r.status(), 202);

@@ -1,8 +1,8 @@
 //! Command line: argument parsing and dispatch. Each subcommand lives in its own file (`eval` and `bench` only in
 //! builds with the `lab` feature); errors are printed here, at the binary edge, as a chain of causes.
 
-#[cfg(feature = "lab")]
 mod audit;
+#[cfg(feature = "lab")]
 mod bench;
 #[cfg(feature = "lab")]
 mod eval;

@@ -213,7 +213,8 @@ pub(super) fn open_service(config: &Config, data_dir: Option<&Path>) -> anyhow::
     let service = WatchlistService::open(pipeline, gallery.clone(), config.quality)
         .with_context(|| format!("gallery in {}", gallery.data_dir.display()))?
         .with_access(config.access.clone())
-        .with_jobs(config.jobs.clone(), config.hits.clone());
+        .with_jobs(config.jobs.clone(), config.hits.clone())
+        .with_alerts(config.alerts.clone());
     Ok(Arc::new(service))
 }
 

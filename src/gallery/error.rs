@@ -12,6 +12,7 @@ pub enum Entity {
     ApiKey,
     Hit,
     Job,
+    Webhook,
 }
 
 impl fmt::Display for Entity {
@@ -23,6 +24,7 @@ impl fmt::Display for Entity {
             Entity::ApiKey => "api key",
             Entity::Hit => "hit",
             Entity::Job => "job",
+            Entity::Webhook => "webhook",
         })
     }
 }
@@ -78,6 +80,10 @@ pub enum InvalidKind {
     Comment,
     /// A bulk search job's settings, or a filter or page of the job list.
     JobQuery,
+    /// A webhook's address.
+    WebhookUrl,
+    /// A webhook's filters (watchlists, sources) or a page of its deliveries.
+    WebhookQuery,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +176,10 @@ impl GalleryError {
                 what: Entity::Job,
                 ..
             } => "job_not_found",
+            GalleryError::NotFound {
+                what: Entity::Webhook,
+                ..
+            } => "webhook_not_found",
             GalleryError::Conflict { kind, .. } => match kind {
                 ConflictKind::DuplicateWatchlist => "duplicate_watchlist",
                 ConflictKind::WatchlistNotEmpty => "watchlist_not_empty",
@@ -207,6 +217,8 @@ impl GalleryError {
                 InvalidKind::CaseRef => "invalid_case",
                 InvalidKind::Comment => "invalid_comment",
                 InvalidKind::JobQuery => "invalid_job_query",
+                InvalidKind::WebhookUrl => "invalid_webhook_url",
+                InvalidKind::WebhookQuery => "invalid_webhook_query",
             },
             GalleryError::AuditChainBroken { .. } => "audit_chain_broken",
             GalleryError::AnchorKey { .. } => "audit_anchor_key",

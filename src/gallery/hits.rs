@@ -229,6 +229,8 @@ pub struct HitQuery {
     pub source: Option<HitSource>,
     /// Only the hits of this bulk search job.
     pub job: Option<i64>,
+    /// Only open alerts: checkpoint hits nobody has acknowledged yet (the console's alert queue).
+    pub open: bool,
     pub after: Option<i64>,
     pub limit: usize,
     /// Only hits of these watchlists (a caller's key limits); set by the service, never by a client.

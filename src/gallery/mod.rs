@@ -3,6 +3,7 @@
 //! Callers depend on the `GalleryStore` trait; `SqliteStore` is the embedded implementation (see
 //! `docs/gallery-store.md` for the schema, durability settings and consistency rules).
 
+pub mod alerts;
 pub mod anchor;
 pub mod audit;
 #[cfg(test)]
@@ -17,6 +18,7 @@ pub mod sqlite;
 pub mod store;
 pub mod validation;
 
+pub use alerts::{AlertStore, Attempt, Delivery, DeliveryPage, DeliveryState, NewWebhook, Webhook};
 pub use anchor::{AuditProblem, AuditAnchor};
 pub use hits::{Decision, Hit, HitPage, HitQuery, HitSource, HitState, HitStore, NewHit, NewReview, Person, Review};
 pub use jobs::{ClaimedPhoto, Job, JobPage, JobQuery, JobState, JobStore, NewJob, NewJobPhoto, PhotoDone, PhotoResult, Refusal, ResultOrder};

@@ -206,6 +206,43 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE hit ADD COLUMN job_id INTEGER REFERENCES job(id);
     CREATE INDEX hit_job ON hit(job_id, id) WHERE job_id IS NOT NULL;
     "#,
+    // 7: alerts that reach someone: webhooks (the secret is kept so the server can sign; `cursor` is the newest hit the
+    // webhook's deliveries were made up to, so any node's dispatcher finds what is new from the store alone) and one
+    // delivery per hit and webhook, with every attempt. No foreign key to `hit`: deliveries are bookkeeping, and a
+    // hit is never deleted under them. The partial index serves the console's queue of open alerts.
+    r#"
+    CREATE TABLE webhook (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        url         TEXT NOT NULL,
+        watchlists  TEXT CHECK (watchlists IS NULL OR (json_valid(watchlists) AND json_type(watchlists) = 'array')),
+        sources     TEXT NOT NULL CHECK (json_valid(sources) AND json_type(sources) = 'array'),
+        description TEXT,
+        secret      TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        created_by  TEXT NOT NULL,
+        cursor      INTEGER NOT NULL
+    );
+
+    CREATE TABLE webhook_delivery (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        webhook_id      INTEGER NOT NULL REFERENCES webhook(id) ON DELETE CASCADE,
+        hit_id          INTEGER NOT NULL,
+        state           TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+        created_at      TEXT NOT NULL,
+        next_attempt_ms INTEGER,
+        attempts        TEXT NOT NULL CHECK (json_valid(attempts) AND json_type(attempts) = 'array'),
+        UNIQUE (webhook_id, hit_id)
+    );
+    CREATE INDEX webhook_delivery_due ON webhook_delivery(state, next_attempt_ms) WHERE state = 'pending';
+
+    CREATE INDEX hit_open ON hit(id) WHERE source = 'checkpoint' AND acknowledged_at IS NULL;
+
+    -- Every acknowledgement and decision numbers its hit's change from one counter, so that a stream finds the
+    -- hits changed since its cursor in the store (0: never changed).
+    ALTER TABLE hit ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX hit_changed ON hit(changed) WHERE changed > 0;
+    INSERT INTO counter(name, value) VALUES ('hit_changes', 0);
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use super::alerts::AlertStore;
 use super::error::GalleryError;
 use super::hits::HitStore;
 use super::jobs::JobStore;
@@ -33,7 +34,7 @@ pub type AuditFor<'a, T> = &'a dyn Fn(&T) -> AuditEntry;
 /// transaction; it returns only after that transaction committed durably. A change whose audit entry cannot be
 /// appended (invalid, or the append fails) leaves nothing behind. Every change to the set of templates, or to the
 /// label of a template, bumps `generation()` in the same transaction.
-pub trait GalleryStore: KeyStore + HitStore + JobStore + Send + Sync {
+pub trait GalleryStore: KeyStore + HitStore + JobStore + AlertStore + Send + Sync {
     fn create_watchlist(&self, new: NewWatchlist, audit: AuditFor<'_, Watchlist>) -> Result<Watchlist, GalleryError>;
     fn list_watchlists(&self) -> Result<Vec<Watchlist>, GalleryError>;
     fn get_watchlist(&self, name: &str) -> Result<Watchlist, GalleryError>;

@@ -103,8 +103,9 @@ pub async fn check_request(State(policy): State<EdgePolicy>, request: Request, n
         h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, PATCH, DELETE"));
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            // A console on an allowed origin sends its key as a bearer token and states its purpose.
-            HeaderValue::from_static("authorization, content-type, x-facematch-purpose"),
+            // A console on an allowed origin sends its key as a bearer token, states its purpose, and resumes an
+            // alert stream from the last event it saw.
+            HeaderValue::from_static("authorization, content-type, x-facematch-purpose, last-event-id"),
         );
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         r

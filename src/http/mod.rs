@@ -3,6 +3,7 @@
 
 mod admission;
 mod console;
+mod dispatch;
 mod drain;
 mod error;
 mod limits;
@@ -98,6 +99,8 @@ pub struct AppState {
     pub admission: Admission,
     pub metrics: Arc<metrics::Metrics>,
     pub config: ServerConfig,
+    /// Turns true when the server begins to stop: open alert streams end, so that stopping never waits on them.
+    pub closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -108,6 +111,7 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::default()),
             service,
             config,
+            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
         })
     }
 }
@@ -154,8 +158,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests, saves the index and folds the database's
-/// WAL into its main file. Meanwhile the WAL is folded every `gallery.checkpoint_interval_s`.
+/// Serves until `shutdown` resolves, then ends alert streams, finishes in-flight requests, stops the webhook
+/// dispatcher, saves the index and folds the database's WAL into its main file. Meanwhile the WAL is folded every
+/// `gallery.checkpoint_interval_s`.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let service = state.service.clone();
     let interval = service.config().checkpoint_interval_s;
@@ -166,12 +171,24 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     // Jobs' workers step aside while checkpoint searches wait for an analysis thread.
     let admission = state.admission.clone();
     let jobs = service.start_job_runner(Arc::new(move || admission.queued() > 0));
-    let served = server::run(listener, app(state), &config, shutdown).await;
+    let dispatcher = tokio::spawn(dispatch::run(service.clone(), state.closing.subscribe()));
+    let closing = state.closing.clone();
+    // Streams end as the server begins to stop, before connections are asked to finish: a stream never ends on
+    // its own, and the drain would otherwise wait for it until the hard close.
+    let shutdown = async move {
+        shutdown.await;
+        closing.send_replace(true);
+    };
+    let served = server::run(listener, app(state.clone()), &config, shutdown).await;
+    state.closing.send_replace(true);
     sweeps.abort();
     // Each worker finishes the photo it is on, so a clean stop leaves no claim behind; that takes a photo's time.
     let stopped = tokio::task::spawn_blocking(move || drop(jobs)).await;
     if let Err(e) = stopped {
         tracing::warn!(error = %e, "jobs: workers did not stop cleanly");
+    }
+    if tokio::time::timeout(std::time::Duration::from_secs(5), dispatcher).await.is_err() {
+        tracing::warn!("webhook dispatcher did not stop in time; pending deliveries resume at the next start");
     }
     drop(checkpoints);
     served?;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use futures_util::StreamExt;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -178,8 +179,20 @@ where
         let answer = hyper::service::Service::call(&tower, request);
         async move {
             let response = answer.await;
-            drop(busy);
-            response
+            match response {
+                // A stream (server-sent events) is in flight until its body ends, not when its head is sent: the
+                // idle timer must not close a connection that is streaming alerts.
+                Ok(response) if is_event_stream(&response) => Ok(response.map(|body| {
+                    axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
+                        let _streaming = &busy;
+                        chunk
+                    }))
+                })),
+                other => {
+                    drop(busy);
+                    other
+                }
+            }
         }
     });
     let mut builder = http1::Builder::new();
@@ -212,6 +225,10 @@ where
             _ = sleep_until_option(hard_deadline) => return,
         }
     }
+}
+
+fn is_event_stream<B>(response: &hyper::Response<B>) -> bool {
+    response.headers().get(hyper::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 async fn sleep_until_option(deadline: Option<Instant>) {

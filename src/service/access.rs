@@ -38,10 +38,12 @@ pub enum Permission {
     SubmitJobs,
     /// See bulk search jobs, their progress and results.
     ReadJobs,
+    /// Create, list and delete webhooks, and read their deliveries.
+    ManageWebhooks,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 16] = [
+    pub const ALL: [Permission; 17] = [
         Permission::SearchIdentification,
         Permission::SearchInvestigation,
         Permission::Verify,
@@ -58,6 +60,7 @@ impl Permission {
         Permission::AcknowledgeHits,
         Permission::SubmitJobs,
         Permission::ReadJobs,
+        Permission::ManageWebhooks,
     ];
 
     /// The permission's stable name, as `GET /v1/me` lists it for a client (the console) to offer what it may.
@@ -79,6 +82,7 @@ impl Permission {
             Permission::AcknowledgeHits => "acknowledge_hits",
             Permission::SubmitJobs => "submit_jobs",
             Permission::ReadJobs => "read_jobs",
+            Permission::ManageWebhooks => "manage_webhooks",
         }
     }
 
@@ -100,6 +104,7 @@ impl Permission {
             Permission::AcknowledgeHits => "acknowledge alerts",
             Permission::SubmitJobs => "submit bulk search jobs",
             Permission::ReadJobs => "read bulk search jobs",
+            Permission::ManageWebhooks => "manage webhooks",
         }
     }
 }
@@ -132,7 +137,9 @@ impl Role {
                     | ReadJobs
             ),
             Role::Enroller => matches!(permission, ReadWatchlists | ReadSubjects | ViewPhotos | EditSubjects),
-            Role::Admin => matches!(permission, ManageKeys | ManageWatchlists | ReadWatchlists | ReadStats),
+            // Webhooks are configuration: an admin names where hits go (and the audit trail says who did), but reads
+            // no hit through them; the deliveries an admin sees hold statuses, never hit data.
+            Role::Admin => matches!(permission, ManageKeys | ManageWatchlists | ReadWatchlists | ReadStats | ManageWebhooks),
             Role::Auditor => matches!(permission, ReadAudit),
             Role::System => true,
         }

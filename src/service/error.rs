@@ -194,6 +194,7 @@ impl ServiceError {
                     kind:
                         crate::gallery::InvalidKind::KeyName
                         | crate::gallery::InvalidKind::HitQuery
+                        | crate::gallery::InvalidKind::WebhookQuery
                         | crate::gallery::InvalidKind::Checkpoint
                         | crate::gallery::InvalidKind::CaseRef
                         | crate::gallery::InvalidKind::JobQuery,

@@ -88,7 +88,9 @@ impl WatchlistService {
         if hits.is_empty() {
             return Ok((self.audit_use(entry)?, Vec::new()));
         }
-        Ok(self.store.record_hits(hits, entry)?)
+        let recorded = self.store.record_hits(hits, entry)?;
+        self.signal_hits();
+        Ok(recorded)
     }
 
     /// A review queue: the hits of the caller's watchlists that the query selects, oldest first.
@@ -134,7 +136,7 @@ impl WatchlistService {
         self.hit_for(id, caller)?;
         let comment_chars = comment.chars().count();
         let review = NewReview { reviewer: caller.person(), decision, comment };
-        Ok(self.store.review_hit(id, review, &|hit: &Hit| {
+        let reviewed = self.store.review_hit(id, review, &|hit: &Hit| {
             let details = json!({
                 "decision": decision,
                 "comment_chars": comment_chars,
@@ -143,17 +145,21 @@ impl WatchlistService {
                 "subject_id": hit.subject_id,
             });
             caller.entry(Action::ReviewHit, hit_target(id), details)
-        })?)
+        })?;
+        self.signal_hits();
+        Ok(reviewed)
     }
 
     /// An officer acknowledges an open checkpoint alert: someone saw it. Not a review.
     pub fn acknowledge_hit(&self, id: i64, caller: &Principal) -> Result<Hit, ServiceError> {
         caller.require(Permission::AcknowledgeHits)?;
         self.hit_for(id, caller)?;
-        Ok(self.store.acknowledge_hit(id, caller.person(), &|hit: &Hit| {
+        let acknowledged = self.store.acknowledge_hit(id, caller.person(), &|hit: &Hit| {
             let details = json!({ "watchlist": hit.watchlist, "subject_id": hit.subject_id, "state": hit.state });
             caller.entry(Action::AcknowledgeHit, hit_target(id), details)
-        })?)
+        })?;
+        self.signal_hits();
+        Ok(acknowledged)
     }
 
     /// Every confirmed hit of a case on the caller's watchlists, oldest first: an export, audited with its count.

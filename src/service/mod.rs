@@ -6,6 +6,7 @@
 //! store, so a template deleted a moment ago never appears even if a concurrent search saw it in the index.
 
 mod access;
+mod alerts;
 mod audit;
 mod audit_details;
 mod backup;
@@ -23,6 +24,7 @@ mod records;
 mod retention;
 mod search;
 mod storage;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +34,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub use access::Permission;
+pub use alerts::{AlertFeed, AlertFilter, AlertsConfig};
 pub use audit::{Adoption, AuditStatus, AuditVerdict};
 pub use backup::{backup_gallery, restore_gallery, RestoreReport};
 pub use bulk::{list_folder, BulkSummary, PhotoOutcome, PhotoStatus};
@@ -47,6 +50,7 @@ pub use principal::{Action, Principal, Role, UnknownRole};
 pub use records::{ServiceStats, WatchlistRequest};
 pub use retention::{Membership, MembershipReport};
 pub use storage::CheckpointTimer;
+pub use webhooks::{backoff, signature, DeliveryJob, IssuedWebhook, WebhookRequest};
 pub use search::{
     Candidate, FaceSearch, FaceSummary, SearchMode, SearchRequest, SearchResult, VerifyDecision, VerifyResult,
 };
@@ -209,6 +213,9 @@ pub struct WatchlistService {
     hits: HitsConfig,
     /// Wakes the job runner's idle workers when a job is submitted.
     job_signal: job_runner::JobSignal,
+    alerts: AlertsConfig,
+    /// Wakes alert streams and the webhook dispatcher when this node records or changes hits.
+    hit_signal: tokio::sync::watch::Sender<u64>,
 }
 
 impl WatchlistService {
@@ -260,6 +267,8 @@ impl WatchlistService {
             jobs: JobsConfig::default(),
             hits: HitsConfig::default(),
             job_signal: job_runner::JobSignal::default(),
+            alerts: AlertsConfig::default(),
+            hit_signal: tokio::sync::watch::Sender::new(0),
         })
     }
 

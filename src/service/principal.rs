@@ -171,6 +171,9 @@ pub enum Action {
     ExpireJob,
     /// Checkpoint hits past `hits.probe_retention_days`: their probe crops deleted.
     ExpireHitProbes,
+    /// A webhook made (its address and filters; never its secret).
+    CreateWebhook,
+    DeleteWebhook,
 }
 
 impl Action {
@@ -204,6 +207,8 @@ impl Action {
             Action::ExportJobResults => "export_job_results",
             Action::ExpireJob => "expire_job",
             Action::ExpireHitProbes => "expire_hit_probes",
+            Action::CreateWebhook => "create_webhook",
+            Action::DeleteWebhook => "delete_webhook",
         }
     }
 }

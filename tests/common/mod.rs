@@ -109,6 +109,27 @@ impl TestServer {
         access: facematch::service::AccessConfig,
         jobs: facematch::service::JobsConfig,
     ) -> TestServer {
+        TestServer::start_full(gallery, server, access, jobs, facematch::service::AlertsConfig::default())
+    }
+
+    /// A server with these gallery, access and alert settings.
+    pub fn start_with_alerts(
+        gallery: facematch::service::GalleryConfig,
+        server: facematch::http::ServerConfig,
+        access: facematch::service::AccessConfig,
+        alerts: facematch::service::AlertsConfig,
+    ) -> TestServer {
+        TestServer::start_full(gallery, server, access, facematch::service::JobsConfig::default(), alerts)
+    }
+
+    /// A server with every group of settings given.
+    pub fn start_full(
+        gallery: facematch::service::GalleryConfig,
+        server: facematch::http::ServerConfig,
+        access: facematch::service::AccessConfig,
+        jobs: facematch::service::JobsConfig,
+        alerts: facematch::service::AlertsConfig,
+    ) -> TestServer {
         use std::sync::Arc;
         let data_dir = gallery.data_dir.clone();
         let config = config_for("face-reid-retail-0095");
@@ -116,7 +137,8 @@ impl TestServer {
         let service = facematch::service::WatchlistService::open(pipeline, gallery, config.quality)
             .expect("service opens")
             .with_access(access)
-            .with_jobs(jobs, facematch::service::HitsConfig::default());
+            .with_jobs(jobs, facematch::service::HitsConfig::default())
+            .with_alerts(alerts);
         let keys = mint_keys(&service);
         let service = Arc::new(service);
         let shared = service.clone();
@@ -240,6 +262,7 @@ pub fn role_for(method: &reqwest::Method, path: &str) -> facematch::service::Rol
         || path.starts_with("/v1/hits")
         || path.starts_with("/v1/cases")
         || path.starts_with("/v1/jobs")
+        || path.starts_with("/v1/alerts")
     {
         Role::Investigator
     } else if path.starts_with("/v1/subjects") {

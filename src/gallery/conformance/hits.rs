@@ -163,6 +163,9 @@ pub(crate) fn hit_queues_filter_and_page_by_id(store: &dyn GalleryStore) {
     assert_eq!(ids(HitQuery { checkpoint: Some("gate 3".into()), ..all(None) }).len(), 6);
     assert_eq!(ids(HitQuery { within: Some(vec!["other".into()]), ..all(None) }), vec![id(5), id(6)]);
     assert!(ids(HitQuery { within: Some(vec![]), ..all(None) }).is_empty(), "a key limited to no watchlist sees none");
+    // Open alerts: checkpoint hits nobody acknowledged (the job's hit is no alert).
+    store.acknowledge_hit(id(0), person("0123456789ab", "gate 3"), &|h: &Hit| entry("acknowledge_hit", format!("hit/{}", h.id))).expect("acknowledged");
+    assert_eq!(ids(HitQuery { open: true, ..all(None) }), vec![id(1), id(2), id(3), id(4), id(5)]);
     let listed = store.list_hits(&all(Some(HitState::AwaitingSecond))).expect("listed");
     assert_eq!(listed.items[0].reviews.len(), 1, "queues carry the decisions");
 

@@ -4,6 +4,7 @@
 //! runs the whole suite with `conformance_suite!(open_fn)`, so SQLite today and PostgreSQL later are held to one
 //! contract; only tests that need one engine's files or internals live next to that engine.
 
+mod alerts;
 mod audit;
 mod concurrency;
 mod hits;
@@ -25,7 +26,9 @@ use super::model::{
 use super::store::GalleryStore;
 
 // The macro and the engines' own tests name each suite test as `conformance::name`, whichever topic file holds it.
-pub(crate) use self::{audit::*, concurrency::*, hits::*, jobs::*, records::*, retention::*, storage::*, templates::*};
+pub(crate) use self::{
+    alerts::*, audit::*, concurrency::*, hits::*, jobs::*, records::*, retention::*, storage::*, templates::*,
+};
 
 /// Expands to a `conformance` module with one `#[test]` per suite test, each against a fresh store from `$open`:
 /// the name of a `fn() -> (Guard, impl GalleryStore)` in the invoking module, where the guard (a temporary
@@ -64,6 +67,8 @@ macro_rules! conformance_suite {
             a_jobs_photos_are_claimed_one_at_a_time_and_finished_once,
             claims_of_a_dead_runner_return_and_a_cancelled_job_is_not_claimed,
             jobs_list_newest_first_within_scope_and_expire,
+            webhooks_are_made_listed_and_deleted_with_their_audit_entries,
+            deliveries_follow_new_hits_by_filter_and_keep_every_attempt,
         );
     };
     (@tests $open:ident; $($test:ident),+ $(,)?) => {

@@ -17,7 +17,7 @@ use crate::gallery::model::AuditEntry;
 use crate::gallery::store::AuditFor;
 use crate::gallery::validation;
 
-const SELECT_HIT: &str = "SELECT h.id, h.created_at, h.source, h.search_id, h.face, h.watchlist, h.subject_id, \
+pub(super) const SELECT_HIT: &str = "SELECT h.id, h.created_at, h.source, h.search_id, h.face, h.watchlist, h.subject_id, \
      h.template_id, h.similarity, h.decision_score, h.fpir, h.fpir_extrapolated, h.searched_by_key, \
      h.searched_by_name, h.checkpoint, h.case_ref, h.state, h.acknowledged_at, h.acknowledged_key, \
      h.acknowledged_name, EXISTS(SELECT 1 FROM hit_probe p WHERE p.hit_id = h.id), s.display_name, s.external_ref, \
@@ -34,7 +34,7 @@ fn parsed<T>(row: &Row<'_>, index: usize, parse: impl Fn(&str) -> Option<T>) -> 
 #[error("stored name {0:?} is not one this build knows")]
 struct UnknownName(String);
 
-fn hit_from_row(row: &Row<'_>) -> rusqlite::Result<Hit> {
+pub(super) fn hit_from_row(row: &Row<'_>) -> rusqlite::Result<Hit> {
     let acknowledged_key: Option<String> = row.get(18)?;
     let acknowledged_name: Option<String> = row.get(19)?;
     Ok(Hit {
@@ -65,7 +65,7 @@ fn hit_from_row(row: &Row<'_>) -> rusqlite::Result<Hit> {
 }
 
 /// Every review of the given hits, oldest first, by hit.
-fn reviews_of(conn: &Connection, ids: &[i64]) -> Result<HashMap<i64, Vec<Review>>, GalleryError> {
+pub(super) fn reviews_of(conn: &Connection, ids: &[i64]) -> Result<HashMap<i64, Vec<Review>>, GalleryError> {
     let mut statement = conn
         .prepare_cached(
             "SELECT hit_id, reviewer_key, reviewer_name, decision, comment, at FROM hit_review \
@@ -196,7 +196,7 @@ impl HitStore for SqliteStore {
             ));
         }
         let within = query.within.as_ref().map(|names| serde_json::Value::from(names.clone()).to_string());
-        let filters: [&dyn ToSql; 9] = [
+        let filters: [&dyn ToSql; 10] = [
             &query.state.map(HitState::as_str),
             &query.watchlist,
             &query.case,
@@ -207,6 +207,7 @@ impl HitStore for SqliteStore {
             // One more than a page, to know whether another follows.
             &((query.limit + 1) as i64),
             &query.job,
+            &query.open,
         ];
         self.read(|tx| {
             let mut statement = tx
@@ -216,6 +217,7 @@ impl HitStore for SqliteStore {
                      AND (?5 IS NULL OR h.source = ?5) AND h.id > ?6 \
                      AND (?7 IS NULL OR h.watchlist IN (SELECT value FROM json_each(?7))) \
                      AND (?9 IS NULL OR h.job_id = ?9) \
+                     AND (?10 = 0 OR (h.source = 'checkpoint' AND h.acknowledged_at IS NULL)) \
                      ORDER BY h.id LIMIT ?8"
                 ))
                 .context("list hits")?;
@@ -281,6 +283,7 @@ impl HitStore for SqliteStore {
             tx.prepare_cached("UPDATE hit SET state = ?2 WHERE id = ?1")
                 .and_then(|mut statement| statement.execute(params![id, state.as_str()]))
                 .context("update hit state")?;
+            super::alerts::mark_changed(tx, id)?;
             let hit = fetch_hit(tx, id)?;
             append_audit_in(tx, audit(&hit))?;
             Ok(hit)
@@ -308,6 +311,7 @@ impl HitStore for SqliteStore {
             )
             .and_then(|mut statement| statement.execute(params![id, now_rfc3339(), by.key_id, by.name]))
             .context("acknowledge hit")?;
+            super::alerts::mark_changed(tx, id)?;
             let hit = fetch_hit(tx, id)?;
             append_audit_in(tx, audit(&hit))?;
             Ok(hit)

@@ -4,6 +4,7 @@
 //! mutex (SQLite allows one writer at a time anyway) while a few read-only connections serve lookups; under WAL
 //! they read the last committed snapshot without waiting for a write in progress.
 
+mod alerts;
 mod connection;
 mod hits;
 mod jobs;

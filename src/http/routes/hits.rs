@@ -41,6 +41,10 @@ fn hit_query(params: &HashMap<String, String>) -> Result<HitQuery, ApiError> {
         case: text("case"),
         checkpoint: text("checkpoint"),
         job: number("job")?,
+        open: text("open")
+            .map(|raw| raw.parse::<bool>().map_err(|_| query_error("open", "use true or false")))
+            .transpose()?
+            .unwrap_or(false),
         after: number("after")?,
         limit: number("limit")?.map_or(50, |n| n as usize),
         within: None,
@@ -55,6 +59,7 @@ fn hit_query(params: &HashMap<String, String>) -> Result<HitQuery, ApiError> {
         ("checkpoint" = Option<String>, Query, description = "only hits of searches that stated this checkpoint"),
         ("source" = Option<String>, Query, description = "checkpoint or job"),
         ("job" = Option<i64>, Query, description = "only hits of this bulk search job"),
+        ("open" = Option<bool>, Query, description = "true: only open alerts (checkpoint hits not acknowledged yet)"),
         ("after" = Option<i64>, Query, description = "the `next_after` of the previous page"),
         ("limit" = Option<usize>, Query, description = "default 50, at most 500"),
     ),

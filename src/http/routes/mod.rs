@@ -2,6 +2,7 @@
 //! routes cannot drift, and what every handler shares: the caller, running core calls off the async runtime, and
 //! reading bodies into the API's error shape.
 
+mod alerts;
 mod hits;
 mod jobs;
 mod keys;
@@ -44,6 +45,7 @@ use crate::service::{AuthFailure, Principal, ServiceError, WatchlistService};
         (name = "audit", description = "The tamper-evident audit trail"),
         (name = "hits", description = "Hits (alerts and candidates above their threshold) and their review by two people"),
         (name = "jobs", description = "Investigators' bulk search jobs: many photos searched in the background, hits for review"),
+        (name = "alerts", description = "Hits as they happen: a stream of server-sent events, and signed webhooks (admin)"),
         (name = "keys", description = "API keys and their roles (admin)"),
         (name = "operations", description = "Health, readiness, metrics, this document")
     )
@@ -84,6 +86,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(jobs::job_results))
+        .routes(routes!(alerts::stream))
+        .routes(routes!(alerts::list_webhooks, alerts::create_webhook))
+        .routes(routes!(alerts::delete_webhook))
+        .routes(routes!(alerts::deliveries))
         .split_for_parts();
     let router = router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route") })
