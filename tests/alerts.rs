@@ -364,6 +364,18 @@ async fn a_delivery_pending_at_a_restart_is_delivered_after_it() {
     let (webhook, secret) = (made["id"].as_i64().unwrap(), made["secret"].as_str().unwrap().to_owned());
     let hit = alerting_search(&first).await[0];
     verify(&receiver.next().await, &secret);
+    // The refused attempt is on record before the server stops (one cut off mid-answer by the stop is not, and is
+    // simply made again after the restart).
+    let url = first.url(&format!("/v1/webhooks/{webhook}/deliveries"));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, page) = json_of(first.client(Role::Admin).get(&url).send().await.unwrap()).await;
+        if page["items"][0]["attempts"].as_array().is_some_and(|attempts| !attempts.is_empty()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the first attempt is recorded: {page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::task::spawn_blocking(move || first.stop()).await.unwrap();
 
     *receiver.fallback.lock() = 200;

@@ -20,9 +20,11 @@ const browser = await chromium.launch({
 });
 
 const problems = [];
+const pages = [];
 async function person(name) {
   const context = await browser.newContext({ viewport: { width: 1366, height: 900 }, acceptDownloads: true });
   const page = await context.newPage();
+  pages.push([name, page]);
   page.setDefaultTimeout(TIMEOUT);
   // A policy violation or a script error is a failure of the console, whatever the steps see.
   page.on('console', (message) => { if (message.type() === 'error' && !/Failed to load resource/.test(message.text())) problems.push(`${name}: ${message.text()}`); });
@@ -45,6 +47,12 @@ async function step(name, body) {
     console.log(`ok   ${name} (${Date.now() - started} ms)`);
   } catch (error) {
     console.log(`FAIL ${name}: ${error.stack ?? error}`);
+    // What each person saw when it failed, for whoever reads the CI log.
+    for (const [who, page] of pages) {
+      await page.screenshot({ path: join(shots, `failed-${who.replaceAll(' ', '-')}.png`), fullPage: true }).catch(() => {});
+      console.log(`  ${who} was at ${page.url()}`);
+    }
+    if (problems.length) console.log(`  page errors: ${problems.join('; ')}`);
     await browser.close();
     process.exit(1);
   }

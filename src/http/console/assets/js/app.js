@@ -103,6 +103,11 @@ document.getElementById('signin-form').addEventListener('submit', (event) => {
   signIn(document.getElementById('key').value, document.getElementById('purpose').value);
 });
 window.addEventListener('hashchange', route);
+// A section's shortcuts work wherever the focus is on the page (the view's own keys reach it by bubbling).
+document.addEventListener('keydown', (event) => {
+  const view = document.getElementById('view');
+  if (view.onkeydown && !view.contains(event.target)) view.onkeydown(event);
+});
 whenUnauthorized((message) => {
   session.signOut();
   showSignIn(`Signed out: ${message}`);
