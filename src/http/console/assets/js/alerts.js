@@ -105,9 +105,10 @@ export const alerts = {
     };
     return h('article', { class: 'card alert-card', dataset: { hit: hit.id } },
       h('h3', {}, hit.display_name ?? `subject ${hit.subject_id}`, ' ', badge('alert')),
-      h('div', { class: 'pair' },
-        figure(fetched(`/v1/hits/${hit.id}/probe.jpg`, 'the traveller', { allowed: me.permissions.includes('review_hits') && hit.has_probe, missing: 'probe for reviewers' }), 'traveller'),
-        figure(fetched(thumbnailPath(hit.subject_id, hit.template_id), 'enrolled face', { allowed: me.permissions.includes('view_photos'), missing: 'enrolled face for investigators' }), 'enrolled')),
+      // Faces only for keys that may see them (an officer's key sees names and scores; reviewers compare faces).
+      me.permissions.includes('review_hits') ? h('div', { class: 'pair' },
+        figure(fetched(`/v1/hits/${hit.id}/probe.jpg`, 'the traveller', { allowed: hit.has_probe, missing: 'no probe crop kept' }), 'traveller'),
+        figure(fetched(thumbnailPath(hit.subject_id, hit.template_id), 'enrolled face', { allowed: me.permissions.includes('view_photos'), missing: 'enrolled face not shown' }), 'enrolled')) : null,
       h('dl', { class: 'facts' },
         h('dt', {}, 'when'), h('dd', {}, when(hit.created_at)),
         h('dt', {}, 'checkpoint'), h('dd', {}, hit.checkpoint ?? '—'),
