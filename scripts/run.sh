@@ -5,6 +5,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
-# Without the `lab` feature: the service links none of the harness's dependencies (plotters, reqwest, hnsw_rs).
+# Without the `lab` feature: the service links none of the harness's dependencies (plotters, hnsw_rs, rand).
 cargo build --release --locked
 exec target/release/facematch serve "$@"
