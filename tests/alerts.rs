@@ -21,14 +21,7 @@ use serde_json::{json, Value};
 const PATIENCE: Duration = Duration::from_secs(90);
 
 fn key(server: &TestServer, name: &str, role: Role, watchlists: Option<&[&str]>) -> Client {
-    let operator = Principal::operator("alerts test", Some("test keys".into()));
-    let request = KeyRequest {
-        name: name.to_owned(),
-        role,
-        watchlists: watchlists.map(|names| names.iter().map(|n| n.to_string()).collect()),
-        expires_at: None,
-    };
-    client_with(&server.service.create_key(request, &operator).expect("key made").secret)
+    client_with(&common::named_key(server, name, role, watchlists))
 }
 
 async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {

@@ -12,16 +12,13 @@ use std::process::Command;
 
 use common::{photo_form, TestServer};
 use facematch::http::ServerConfig;
-use facematch::service::{KeyRequest, Principal, Role};
+use facematch::service::Role;
 use serde_json::{json, Value};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// A key made through the core by the data directory's operator.
 fn key(server: &TestServer, name: &str, role: Role) -> String {
-    let operator = Principal::operator("console test", Some("test keys".into()));
-    let request = KeyRequest { name: name.to_owned(), role, watchlists: None, expires_at: None };
-    server.service.create_key(request, &operator).expect("key made").secret
+    common::named_key(server, name, role, None)
 }
 
 /// Enrolls the first photo of each deepface identity as a subject `Person NN` of `wanted` (the photo of id05 that the

@@ -7,20 +7,13 @@ mod common;
 
 use common::{client_with, photo_form, TestServer};
 use facematch::http::ServerConfig;
-use facematch::service::{KeyRequest, Principal, Role};
+use facematch::service::Role;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
 /// A key made through the core by the data directory's operator, as `facematch keys create` makes it.
 fn key(server: &TestServer, name: &str, role: Role, watchlists: Option<&[&str]>) -> Client {
-    let operator = Principal::operator("hits test", Some("test keys".into()));
-    let request = KeyRequest {
-        name: name.to_owned(),
-        role,
-        watchlists: watchlists.map(|names| names.iter().map(|n| n.to_string()).collect()),
-        expires_at: None,
-    };
-    client_with(&server.service.create_key(request, &operator).expect("key made").secret)
+    client_with(&common::named_key(server, name, role, watchlists))
 }
 
 async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {

@@ -199,6 +199,24 @@ impl Drop for TestServer {
     }
 }
 
+/// A key made through the core by the data directory's operator, as `facematch keys create` makes it: its secret.
+pub fn named_key(
+    server: &TestServer,
+    name: &str,
+    role: facematch::service::Role,
+    watchlists: Option<&[&str]>,
+) -> String {
+    use facematch::service::{KeyRequest, Principal};
+    let operator = Principal::operator("tests", Some("test keys".into()));
+    let request = KeyRequest {
+        name: name.to_owned(),
+        role,
+        watchlists: watchlists.map(|names| names.iter().map(|n| n.to_string()).collect()),
+        expires_at: None,
+    };
+    server.service.create_key(request, &operator).expect("key made").secret
+}
+
 /// A multipart form with one photo file field per (name, path).
 pub fn photo_form(fields: &[(&str, &std::path::Path)]) -> reqwest::multipart::Form {
     let mut form = reqwest::multipart::Form::new();
