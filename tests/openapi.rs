@@ -271,6 +271,14 @@ async fn every_answer_of_every_route_matches_the_served_document() {
     assert_eq!(s, 200, "{report}");
     assert_eq!(c.check("get", members, req(Method::GET, "/v1/audit/membership?watchlist=wanted")).await.0, 400);
 
+    // The calling key: every key may ask who it is; the role's permissions by their stable names.
+    let (s, me) = c.check("get", "/v1/me", as_role(Role::Investigator, Method::GET, "/v1/me")).await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["role"], "investigator");
+    assert!(me["permissions"].as_array().unwrap().iter().any(|p| p == "review_hits"), "{me}");
+    assert!(!me["permissions"].as_array().unwrap().iter().any(|p| p == "manage_keys"), "{me}");
+    assert_eq!(c.check("get", "/v1/me", client.get(url("/v1/me")).bearer_auth("fmk_nonsense")).await.0, 401);
+
     // Keys.
     let keys = "/v1/keys";
     let new_key = json!({ "name": "gate 3", "role": "checkpoint", "watchlists": ["wanted"] });
