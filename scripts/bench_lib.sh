@@ -21,3 +21,19 @@ bench_create_key() {
   "$1" keys create --data-dir "$2" --name "bench $3" --role "$3" --purpose "benchmark" 2>/dev/null |
     .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["secret"])'
 }
+
+# bench_server_url PID LOG: waits until the server PID (started with `--listen 127.0.0.1:0`, logging to LOG) has
+# logged its address and answers /readyz, then prints its base URL; fails if it exits first.
+bench_server_url() {
+  local addr=""
+  while [ -z "$addr" ]; do
+    kill -0 "$1" 2>/dev/null || { printf 'the server exited during start-up; see %s\n' "$2" >&2; return 1; }
+    addr="$(sed -n 's/.*listening address=\([0-9.:]*\).*/\1/p' "$2" | head -n 1)"
+    [ -n "$addr" ] || sleep 0.05
+  done
+  until curl -sf -o /dev/null "http://$addr/readyz"; do
+    kill -0 "$1" 2>/dev/null || { printf 'the server exited; see %s\n' "$2" >&2; return 1; }
+    sleep 0.05
+  done
+  printf 'http://%s\n' "$addr"
+}

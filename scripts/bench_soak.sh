@@ -97,14 +97,7 @@ log="$out/serve.log"
 FACEMATCH_ACCESS__RATE_PER_SECOND="$key_rate" FACEMATCH_ACCESS__RATE_BURST="$((2 * key_rate))" \
   "$bin" serve --data-dir "$data" --listen 127.0.0.1:0 >"$log" 2>&1 &
 server_pid=$!
-addr=""
-while [ -z "$addr" ]; do
-  kill -0 "$server_pid" 2>/dev/null || die "the server exited during start-up; see $log"
-  addr="$(sed -n 's/.*listening address=\([0-9.:]*\).*/\1/p' "$log" | head -n 1)"
-  [ -n "$addr" ] || sleep 0.05
-done
-url="http://$addr"
-until curl -sf -o /dev/null "$url/readyz"; do sleep 0.05; done
+url="$(bench_server_url "$server_pid" "$log")" || die "the server did not start"
 say "server $server_pid at $url (open-file limit $(awk '/Max open files/ { print $4 }' "/proc/$server_pid/limits"))"
 
 if [ -z "$rate" ]; then
