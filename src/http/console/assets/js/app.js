@@ -79,8 +79,8 @@ async function route() {
   const [name, ...rest] = path.split('/');
   const section = sections.find((s) => s.path === name) ?? sections[0];
   for (const link of document.querySelectorAll('#nav a')) {
-    link.toggleAttribute('aria-current', link.id === `nav-${section?.path}`);
     if (link.id === `nav-${section?.path}`) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
   }
   const view = document.getElementById('view');
   if (!section) {
