@@ -13,6 +13,7 @@ pub mod detect;
 pub mod embed;
 #[cfg(feature = "lab")]
 pub mod eval;
+pub mod face_region;
 pub mod gallery;
 pub mod http;
 pub mod index;

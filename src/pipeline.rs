@@ -14,6 +14,7 @@ use crate::align::{align_face, AlignError, AlignedFace};
 use crate::decode::{decode_photo_within, DecodeBudget, DecodeError, DecodeLimits, Photo};
 use crate::detect::{subject_index, DetectError, DetectionConfig, Detection, Detector, DetectorLoadError};
 use crate::embed::{EmbedError, Embedding, Recognizer};
+use crate::face_region::{cut_face_region, FaceRegion, RegionError, RegionGeometry};
 use crate::manifest::{AlignmentSpec, ManifestError, ModelManifest};
 use crate::quality::{assess_face, FaceQuality};
 use crate::runtime::{search_roots, Runtime, RuntimeConfig, RuntimeError};
@@ -185,6 +186,8 @@ pub struct FacePipeline {
     limits: DecodeLimits,
     budget: Arc<DecodeBudget>,
     models_dir: PathBuf,
+    /// What it was loaded from, so that a pipeline for another recognizer can be made alike.
+    config: PipelineConfig,
 }
 
 impl FacePipeline {
@@ -208,7 +211,22 @@ impl FacePipeline {
             problem: "a recognizer needs an [alignment] table".into(),
         })?;
         let budget = DecodeBudget::new(config.limits.budget_bytes);
-        Ok(FacePipeline { runtime, detector, recognizer, alignment, limits: config.limits, budget, models_dir })
+        let config = config.clone();
+        Ok(FacePipeline { runtime, detector, recognizer, alignment, limits: config.limits, budget, models_dir, config })
+    }
+
+    /// The same pipeline (runtime, detector, settings) with another recognizer: what a gallery migrating to that
+    /// model makes its templates with. Checks the recognizer's manifest, file and licence like the first load.
+    pub fn with_recognizer(&self, recognizer: &str) -> Result<FacePipeline, PipelineLoadError> {
+        let mut config = self.config.clone();
+        config.models.recognizer = recognizer.to_owned();
+        config.models.dir = Some(self.models_dir.clone());
+        FacePipeline::with_runtime(self.runtime.clone(), &config)
+    }
+
+    /// The configuration the pipeline was loaded from.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -284,6 +302,25 @@ impl FacePipeline {
             faces_detected,
             timings,
         })
+    }
+}
+
+impl FacePipeline {
+    /// Aligns, assesses and embeds the face of a stored enrolment region (see [`crate::face_region`]) for this
+    /// pipeline's recognizer, without detecting again: the landmarks are those found on the enrolment photo.
+    pub fn analyze_region(&self, jpeg: &[u8], geometry: &RegionGeometry) -> Result<AnalyzedFace, PipelineError> {
+        let region = self.decode(jpeg)?;
+        let aligned = align_face(&region.image, &geometry.detection.landmarks, &self.alignment)?;
+        let quality = assess_face(&geometry.photo_scale_detection(), &aligned.image);
+        let embedding = self.recognizer.embed(&[&aligned])?.pop().ok_or_else(|| EmbedError::Degenerate {
+            id: self.recognizer.manifest().id.clone(),
+        })?;
+        Ok(AnalyzedFace { detection: geometry.detection, quality, aligned, embedding })
+    }
+
+    /// The region to keep of an analysed face of `photo` (see [`crate::face_region`]).
+    pub fn face_region(&self, photo: &Photo, face: &AnalyzedFace) -> Result<FaceRegion, RegionError> {
+        cut_face_region(&photo.image, &face.detection)
     }
 }
 

@@ -12,20 +12,11 @@ use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
+use super::client::{Api, ServerArgs};
 use crate::service::{sniff, Sniffed};
 
 /// How often the progress bar asks how the job stands.
 const POLL_EVERY: Duration = Duration::from_millis(500);
-
-#[derive(Debug, clap::Args)]
-pub struct ServerArgs {
-    /// The server (default http://127.0.0.1:8080).
-    #[arg(long, env = "FACEMATCH_SERVER", default_value = "http://127.0.0.1:8080")]
-    server: String,
-    /// An investigator's API key.
-    #[arg(long, env = "FACEMATCH_API_KEY", hide_env_values = true)]
-    key: String,
-}
 
 #[derive(Debug, clap::Subcommand)]
 pub enum JobsCommand {
@@ -81,40 +72,6 @@ pub enum JobsCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
-}
-
-struct Api {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    fn new(args: &ServerArgs, purpose: Option<&str>) -> anyhow::Result<Api> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        let bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", args.key)).context("the api key is not printable")?;
-        headers.insert(reqwest::header::AUTHORIZATION, bearer);
-        if let Some(purpose) = purpose {
-            headers.insert("x-facematch-purpose", reqwest::header::HeaderValue::from_str(purpose).context("the purpose is not printable")?);
-        }
-        let client = reqwest::Client::builder().default_headers(headers).build()?;
-        Ok(Api { client, base: args.server.trim_end_matches('/').to_owned() })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// The answer's JSON, or the server's error as the error.
-    async fn json(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let response = request.send().await.with_context(|| format!("no answer from {}", self.base))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let error = &body["error"];
-            anyhow::bail!("{status}: {} ({})", error["message"].as_str().unwrap_or("no message"), error["code"].as_str().unwrap_or("?"));
-        }
-        Ok(body)
-    }
 }
 
 pub fn run(command: &JobsCommand) -> anyhow::Result<ExitCode> {

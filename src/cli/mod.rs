@@ -2,6 +2,7 @@
 //! builds with the `lab` feature); errors are printed here, at the binary edge, as a chain of causes.
 
 mod audit;
+mod client;
 #[cfg(feature = "lab")]
 mod bench;
 #[cfg(feature = "lab")]
@@ -9,6 +10,7 @@ mod eval;
 mod faces;
 mod jobs;
 mod keys;
+mod models;
 mod service;
 
 use std::path::PathBuf;
@@ -54,8 +56,13 @@ pub enum Command {
     /// Compare the subjects of two photos (each its most central large face): similarity and same/different at the
     /// model's 1:1 threshold.
     Compare { a: PathBuf, b: PathBuf },
-    /// List the model manifests and verify each model file (presence, sha256, tensor names and shapes).
-    Models,
+    /// List the model manifests with their licences and verify each model file (presence, sha256, tensor names
+    /// and shapes); with a subcommand, move a running server's gallery to another recognizer (`--server`, `--key`
+    /// or FACEMATCH_SERVER, FACEMATCH_API_KEY: an admin's key).
+    Models {
+        #[command(subcommand)]
+        command: Option<models::ModelsCommand>,
+    },
     /// Run the HTTP service (graceful shutdown on SIGTERM / Ctrl-C).
     Serve(service::ServeArgs),
     /// Enroll a folder of `<subject>/<photo>` into a watchlist (resumable, parallel, with a progress bar).
@@ -137,7 +144,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Detect { photos, min_face_px } => faces::detect(&config, photos, *min_face_px),
         Command::Embed { photos, min_face_px } => faces::embed(&config, photos, *min_face_px),
         Command::Compare { a, b } => faces::compare(&config, a, b),
-        Command::Models => faces::models(&config),
+        Command::Models { command: None } => faces::models(&config),
+        Command::Models { command: Some(cmd) } => models::run(cmd),
         Command::Serve(args) => service::serve(&config, args),
         Command::Enroll(args) => service::enroll(&config, args),
         Command::Search(args) => service::search(&config, args),

@@ -13,6 +13,10 @@ pub enum Entity {
     Hit,
     Job,
     Webhook,
+    /// An enrolment's kept face region.
+    Face,
+    /// A gallery's move to another recognizer.
+    Migration,
 }
 
 impl fmt::Display for Entity {
@@ -25,6 +29,8 @@ impl fmt::Display for Entity {
             Entity::Hit => "hit",
             Entity::Job => "job",
             Entity::Webhook => "webhook",
+            Entity::Face => "face",
+            Entity::Migration => "migration",
         })
     }
 }
@@ -48,6 +54,10 @@ pub enum ConflictKind {
     ReviewClosed,
     /// The alert was acknowledged already.
     AlreadyAcknowledged,
+    /// Another model migration is in progress: one at a time.
+    MigrationInProgress,
+    /// The migration is not in a state that allows this (e.g. switching one that is still running).
+    MigrationState,
     /// Only a checkpoint's alert is acknowledged; a job's hit is reviewed.
     NotAnAlert,
 }
@@ -55,6 +65,8 @@ pub enum ConflictKind {
 /// Which input rule a request broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InvalidKind {
+    /// A kept face region that is not a JPEG, too large, or whose geometry is not an object.
+    FaceRegion,
     WatchlistName,
     Description,
     AlertFpir,
@@ -180,6 +192,14 @@ impl GalleryError {
                 what: Entity::Webhook,
                 ..
             } => "webhook_not_found",
+            GalleryError::NotFound {
+                what: Entity::Face,
+                ..
+            } => "face_not_found",
+            GalleryError::NotFound {
+                what: Entity::Migration,
+                ..
+            } => "migration_not_found",
             GalleryError::Conflict { kind, .. } => match kind {
                 ConflictKind::DuplicateWatchlist => "duplicate_watchlist",
                 ConflictKind::WatchlistNotEmpty => "watchlist_not_empty",
@@ -192,6 +212,8 @@ impl GalleryError {
                 ConflictKind::ReviewClosed => "review_closed",
                 ConflictKind::AlreadyAcknowledged => "already_acknowledged",
                 ConflictKind::NotAnAlert => "not_an_alert",
+                ConflictKind::MigrationInProgress => "migration_in_progress",
+                ConflictKind::MigrationState => "migration_state",
             },
             GalleryError::Invalid { kind, .. } => match kind {
                 InvalidKind::WatchlistName => "invalid_watchlist_name",
@@ -204,6 +226,7 @@ impl GalleryError {
                 InvalidKind::ModelId => "invalid_model_id",
                 InvalidKind::PhotoSha256 => "invalid_photo_sha256",
                 InvalidKind::Thumbnail => "invalid_thumbnail",
+                InvalidKind::FaceRegion => "invalid_face_region",
                 InvalidKind::Quality => "invalid_quality",
                 InvalidKind::Actor => "invalid_actor",
                 InvalidKind::AuditEntry => "invalid_audit_entry",

@@ -198,8 +198,21 @@ pub struct Template {
     /// Lowercase hex SHA-256 of the source photo bytes.
     pub photo_sha256: String,
     pub has_thumbnail: bool,
+    /// Whether the enrolment's face region is kept, so that a migration to another model can remake it.
+    pub face_kept: bool,
     pub enrolled_at: String,
     pub enrolled_by: String,
+}
+
+/// The enrolment face a new template is made from (see `crate::face_region`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TemplateFace {
+    /// Not kept: the gallery keeps no faces (`gallery.keep_enrolment_faces = false`), or a seeded template.
+    NotKept,
+    /// Keep this face region with the template: its JPEG and its geometry (`RegionGeometry` as JSON).
+    Keep { jpeg: Vec<u8>, geometry: serde_json::Value },
+    /// The kept face, by id, that another model's template was made from: a migration remaking it.
+    Existing(i64),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -211,7 +224,16 @@ pub struct NewTemplate {
     pub quality: serde_json::Value,
     pub photo_sha256: String,
     pub thumbnail_jpeg: Option<Vec<u8>>,
+    pub face: TemplateFace,
     pub enrolled_by: String,
+}
+
+impl NewTemplate {
+    /// The same template with its enrolment face set.
+    pub fn with_face(mut self, face: TemplateFace) -> NewTemplate {
+        self.face = face;
+        self
+    }
 }
 
 /// What an operator did, to be appended to the tamper-evident audit trail.

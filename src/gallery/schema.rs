@@ -243,6 +243,55 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX hit_changed ON hit(changed) WHERE changed > 0;
     INSERT INTO counter(name, value) VALUES ('hit_changes', 0);
     "#,
+    // 8: model migrations. `face` keeps each enrolment's face region (a JPEG of the face with a wide margin and its
+    // detection in the region's pixels) so that another recognizer can make its own template of it; every template
+    // made from it names it, and deleting a face deletes them all. `model_migration` is a gallery's move to another
+    // recognizer (at most one in progress) and `migration_failure` the faces it could not remake, kept after their
+    // subject is gone like a hit's decisions. The serving model is recorded in `meta` (`serving_model`).
+    r#"
+    CREATE TABLE face (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        subject_id   INTEGER NOT NULL REFERENCES subject(id) ON DELETE CASCADE,
+        photo_sha256 TEXT NOT NULL,
+        geometry     TEXT NOT NULL CHECK (json_valid(geometry) AND json_type(geometry) = 'object'),
+        jpeg         BLOB NOT NULL,
+        created_at   TEXT NOT NULL
+    );
+    CREATE INDEX face_subject ON face(subject_id);
+
+    ALTER TABLE template ADD COLUMN face_id INTEGER REFERENCES face(id) ON DELETE CASCADE;
+    CREATE INDEX template_face ON template(face_id, model_id) WHERE face_id IS NOT NULL;
+
+    CREATE TABLE model_migration (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        from_model  TEXT NOT NULL,
+        to_model    TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('running', 'ready', 'switched', 'cancelled')),
+        accept_gaps INTEGER NOT NULL CHECK (accept_gaps IN (0, 1)),
+        started_at  TEXT NOT NULL,
+        started_key TEXT NOT NULL,
+        started_by  TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        purpose     TEXT,
+        finished_at TEXT
+    );
+    -- One migration in progress at a time, whichever node started it.
+    CREATE UNIQUE INDEX model_migration_active ON model_migration((1)) WHERE state IN ('running', 'ready');
+
+    CREATE TABLE migration_failure (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        migration_id INTEGER NOT NULL REFERENCES model_migration(id) ON DELETE CASCADE,
+        subject_id   INTEGER NOT NULL,
+        face_id      INTEGER,
+        template_id  INTEGER,
+        code         TEXT NOT NULL,
+        message      TEXT NOT NULL,
+        at           TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX migration_failure_face ON migration_failure(migration_id, face_id) WHERE face_id IS NOT NULL;
+    CREATE UNIQUE INDEX migration_failure_template ON migration_failure(migration_id, template_id)
+        WHERE template_id IS NOT NULL;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

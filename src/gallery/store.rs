@@ -7,6 +7,7 @@ use super::error::GalleryError;
 use super::hits::HitStore;
 use super::jobs::JobStore;
 use super::keys::KeyStore;
+use super::migration::MigrationStore;
 use super::model::{
     AuditEntry, AuditQuery, AuditRecord, ExpiredSubject, GalleryStats, WatchlistPatch, NewSubject, NewTemplate, NewWatchlist, Page, Subject,
     SubjectPatch, SubjectQuery, Template, Watchlist,
@@ -34,7 +35,7 @@ pub type AuditFor<'a, T> = &'a dyn Fn(&T) -> AuditEntry;
 /// transaction; it returns only after that transaction committed durably. A change whose audit entry cannot be
 /// appended (invalid, or the append fails) leaves nothing behind. Every change to the set of templates, or to the
 /// label of a template, bumps `generation()` in the same transaction.
-pub trait GalleryStore: KeyStore + HitStore + JobStore + AlertStore + Send + Sync {
+pub trait GalleryStore: KeyStore + HitStore + JobStore + AlertStore + MigrationStore + Send + Sync {
     fn create_watchlist(&self, new: NewWatchlist, audit: AuditFor<'_, Watchlist>) -> Result<Watchlist, GalleryError>;
     fn list_watchlists(&self) -> Result<Vec<Watchlist>, GalleryError>;
     fn get_watchlist(&self, name: &str) -> Result<Watchlist, GalleryError>;
@@ -63,9 +64,10 @@ pub trait GalleryStore: KeyStore + HitStore + JobStore + AlertStore + Send + Syn
     fn add_template(&self, new: NewTemplate, audit: AuditFor<'_, Template>) -> Result<Template, GalleryError>;
     /// All-or-nothing batch in one transaction (one fsync) with one audit entry, for seeding large galleries.
     fn add_templates(&self, new: Vec<NewTemplate>, audit: AuditFor<'_, [Template]>) -> Result<Vec<Template>, GalleryError>;
-    /// `Ok(false)` when the subject exists but has no such template; the audit entry is appended only when a
-    /// template was removed.
-    fn delete_template(&self, subject_id: i64, template_id: i64, audit: AuditEntry) -> Result<bool, GalleryError>;
+    /// Deletes the template with the face it was made from and every other model's template of that face; returns
+    /// the removed template keys, empty when the subject exists but has no such template (then the audit entry is
+    /// not appended).
+    fn delete_template(&self, subject_id: i64, template_id: i64, audit: AuditEntry) -> Result<Vec<i64>, GalleryError>;
     fn list_templates(&self, subject_id: i64) -> Result<Vec<Template>, GalleryError>;
     /// `Ok(None)` when the template exists but was enrolled without a thumbnail.
     fn get_thumbnail(&self, template_id: i64) -> Result<Option<Vec<u8>>, GalleryError>;

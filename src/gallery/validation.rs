@@ -151,6 +151,25 @@ pub fn normalise_photo_sha256(photo_sha256: &str) -> Result<String, GalleryError
     Ok(photo_sha256.to_ascii_lowercase())
 }
 
+/// Largest kept face region: a 512 px JPEG at quality 92 is far below it (`crate::face_region`).
+pub const MAX_FACE_REGION_BYTES: usize = 2 * 1024 * 1024;
+
+pub fn validate_face_region(jpeg: &[u8], geometry: &serde_json::Value) -> Result<(), GalleryError> {
+    if !jpeg.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return Err(GalleryError::invalid(InvalidKind::FaceRegion, "face region is not a JPEG"));
+    }
+    if jpeg.len() > MAX_FACE_REGION_BYTES {
+        return Err(GalleryError::invalid(
+            InvalidKind::FaceRegion,
+            format!("face region is {} bytes, limit {MAX_FACE_REGION_BYTES}", jpeg.len()),
+        ));
+    }
+    if !geometry.is_object() {
+        return Err(GalleryError::invalid(InvalidKind::FaceRegion, "face region geometry is not a JSON object"));
+    }
+    Ok(())
+}
+
 pub fn validate_thumbnail(jpeg: &[u8]) -> Result<(), GalleryError> {
     // JPEG start-of-image marker; catches a PNG or raw pixels passed by mistake.
     if !jpeg.starts_with(&[0xFF, 0xD8, 0xFF]) {

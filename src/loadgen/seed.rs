@@ -146,6 +146,7 @@ pub fn seed_gallery(store: &dyn GalleryStore, plan: &SeedPlan, progress: &dyn Fn
                 quality: serde_json::json!({ "synthetic": true }),
                 photo_sha256: hex::encode(Sha256::digest(format!("synthetic:{}:{j}", plan.seed).as_bytes())),
                 thumbnail_jpeg: None,
+                face: crate::gallery::TemplateFace::NotKept,
                 enrolled_by: "facematch bench seed".into(),
             });
         }

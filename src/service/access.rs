@@ -40,10 +40,12 @@ pub enum Permission {
     ReadJobs,
     /// Create, list and delete webhooks, and read their deliveries.
     ManageWebhooks,
+    /// Move the gallery to another recognizer (model migrations) and follow their progress.
+    ManageModels,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 17] = [
+    pub const ALL: [Permission; 18] = [
         Permission::SearchIdentification,
         Permission::SearchInvestigation,
         Permission::Verify,
@@ -61,6 +63,7 @@ impl Permission {
         Permission::SubmitJobs,
         Permission::ReadJobs,
         Permission::ManageWebhooks,
+        Permission::ManageModels,
     ];
 
     /// The permission's stable name, as `GET /v1/me` lists it for a client (the console) to offer what it may.
@@ -83,6 +86,7 @@ impl Permission {
             Permission::SubmitJobs => "submit_jobs",
             Permission::ReadJobs => "read_jobs",
             Permission::ManageWebhooks => "manage_webhooks",
+            Permission::ManageModels => "manage_models",
         }
     }
 
@@ -105,6 +109,7 @@ impl Permission {
             Permission::SubmitJobs => "submit bulk search jobs",
             Permission::ReadJobs => "read bulk search jobs",
             Permission::ManageWebhooks => "manage webhooks",
+            Permission::ManageModels => "migrate the gallery to another model",
         }
     }
 }
@@ -139,7 +144,12 @@ impl Role {
             Role::Enroller => matches!(permission, ReadWatchlists | ReadSubjects | ViewPhotos | EditSubjects),
             // Webhooks are configuration: an admin names where hits go (and the audit trail says who did), but reads
             // no hit through them; the deliveries an admin sees hold statuses, never hit data.
-            Role::Admin => matches!(permission, ManageKeys | ManageWatchlists | ReadWatchlists | ReadStats | ManageWebhooks),
+            // A migration remakes templates from the kept faces inside the service; no face leaves it, so managing
+            // models gives an admin no view of anyone's photo.
+            Role::Admin => matches!(
+                permission,
+                ManageKeys | ManageWatchlists | ReadWatchlists | ReadStats | ManageWebhooks | ManageModels
+            ),
             Role::Auditor => matches!(permission, ReadAudit),
             Role::System => true,
         }

@@ -118,6 +118,29 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("enrolment face region: cannot be kept")]
+    FaceRegion(#[source] crate::face_region::RegionError),
+    #[error("the gallery switched from model {analysed} to {serving} while this request was answered; send it again")]
+    ModelSwitched { analysed: String, serving: String },
+    #[error(
+        "the gallery serves model {serving} but the configuration loads {configured}; set models.recognizer = \
+         \"{serving}\" (a migration switched the gallery), or move the gallery with `facematch models migrate --to \
+         {configured}` while it serves {serving}"
+    )]
+    ServingModelDiffers { serving: String, configured: String },
+    #[error(
+        "the gallery's templates are of model {templates}, none of {configured}, the configured model; set \
+         models.recognizer = \"{templates}\", then move the gallery with `facematch models migrate --to {configured}`"
+    )]
+    GalleryOfAnotherModel { templates: String, configured: String },
+    #[error("model {model}: cannot be loaded for a migration")]
+    ModelUnavailable {
+        model: String,
+        #[source]
+        source: crate::pipeline::PipelineLoadError,
+    },
+    #[error("the gallery already serves model {model}")]
+    AlreadyServing { model: String },
 }
 
 impl From<AuthFailure> for ServiceError {
@@ -174,6 +197,12 @@ impl ServiceError {
             ServiceError::JobEmpty => "no_photos",
             ServiceError::JobFiles { source, .. } if storage_full_or_read_only(source) => "storage_unavailable",
             ServiceError::JobFiles { .. } => "job_files_failed",
+            ServiceError::FaceRegion(_) => "internal_error",
+            ServiceError::ModelSwitched { .. } => "model_switched",
+            ServiceError::ServingModelDiffers { .. } => "serving_model_differs",
+            ServiceError::GalleryOfAnotherModel { .. } => "gallery_of_another_model",
+            ServiceError::ModelUnavailable { .. } => "model_unavailable",
+            ServiceError::AlreadyServing { .. } => "already_serving",
         }
     }
 
@@ -240,6 +269,12 @@ impl ServiceError {
             ServiceError::JobEmpty => ErrorKind::BadRequest,
             ServiceError::JobFiles { source, .. } if storage_full_or_read_only(source) => ErrorKind::Unavailable,
             ServiceError::JobFiles { .. } => ErrorKind::Internal,
+            ServiceError::FaceRegion(_)
+            | ServiceError::ServingModelDiffers { .. }
+            | ServiceError::GalleryOfAnotherModel { .. } => ErrorKind::Internal,
+            ServiceError::ModelSwitched { .. } => ErrorKind::Unavailable,
+            ServiceError::ModelUnavailable { .. } => ErrorKind::Unprocessable,
+            ServiceError::AlreadyServing { .. } => ErrorKind::Conflict,
         }
     }
 
@@ -247,6 +282,7 @@ impl ServiceError {
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
             ServiceError::RateLimited { retry_after_s } => Some(*retry_after_s),
+            ServiceError::ModelSwitched { .. } => Some(1),
             _ => None,
         }
     }

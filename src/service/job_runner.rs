@@ -1,4 +1,5 @@
-//! The threads that work through the jobs' queue: `jobs.workers` of them, each taking one photo at a time from the
+//! The background threads: the model migration's worker (see `migration.rs`), and the ones that work through the
+//! jobs' queue: `jobs.workers` of them, each taking one photo at a time from the
 //! store (so a restart, or a second node, picks up where the queue stands), at a lower OS priority, and stepping
 //! aside whenever checkpoint searches wait for an analysis thread.
 //!
@@ -75,7 +76,33 @@ impl WatchlistService {
                 Err(e) => tracing::error!(error = %e, "jobs: a worker thread could not start"),
             }
         }
+        let (service, migration_stop) = (self.clone(), stop.clone());
+        match std::thread::Builder::new().name("model-migration".into()).spawn(move || migrate(&service, &migration_stop, &*yield_to)) {
+            Ok(handle) => threads.push(handle),
+            Err(e) => tracing::error!(error = %e, "model migration: the worker thread could not start"),
+        }
         JobRunner { stop, service: self.clone(), threads }
+    }
+}
+
+/// The model migration's worker: like a job worker (lower priority, steps aside for checkpoint searches), one batch
+/// of faces at a time; a migration started on this node wakes it, one started elsewhere is found within a second.
+fn migrate(service: &WatchlistService, stop: &AtomicBool, yield_to: &(dyn Fn() -> bool + Send + Sync)) {
+    lower_priority();
+    let mut seen = 0;
+    while !stop.load(Ordering::SeqCst) {
+        if yield_to() {
+            std::thread::sleep(YIELD_WAIT);
+            continue;
+        }
+        match service.run_migration_step() {
+            Ok(true) => {}
+            Ok(false) => seen = service.job_signal.wait(seen, IDLE_WAIT),
+            Err(e) => {
+                tracing::warn!(error = ?anyhow::Error::from(e), "model migration: a step failed; retrying");
+                seen = service.job_signal.wait(seen, IDLE_WAIT * 5);
+            }
+        }
     }
 }
 

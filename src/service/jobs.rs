@@ -146,7 +146,7 @@ impl WatchlistService {
             return Err(invalid("retention_days must lie between 1 and 3650"));
         }
         let limits = IntakeLimits {
-            max_photo_bytes: self.pipeline.limits().max_bytes as u64,
+            max_photo_bytes: self.pipeline().limits().max_bytes as u64,
             max_compression_ratio: self.jobs.max_compression_ratio.max(1),
             max_photos: self.jobs.max_photos,
             max_bytes: self.jobs.max_bytes,
@@ -278,6 +278,7 @@ impl WatchlistService {
             details["hits"] = json!(hits);
             details
         };
+        let engine = self.engine();
         let searched = claimed
             .file
             .as_ref()
@@ -288,9 +289,9 @@ impl WatchlistService {
             })
             .and_then(|bytes| {
                 let options = AnalyzeOptions { min_face_px: None, max_faces: Some(self.config.max_faces_per_photo.max(1)) };
-                Ok(self.pipeline.analyze_bytes(&bytes, options)?)
+                Ok(engine.pipeline.analyze_bytes(&bytes, options)?)
             })
-            .and_then(|analysis| Ok((self.face_candidates(&analysis, &request)?, analysis)));
+            .and_then(|analysis| Ok((self.face_candidates(engine.clone(), &analysis, &request)?, analysis)));
         let (faces, analysis) = match searched {
             Ok(found) => found,
             Err(e) => {

@@ -19,6 +19,7 @@ mod job_intake;
 mod job_runner;
 mod jobs;
 mod keys;
+mod migration;
 mod principal;
 mod records;
 mod retention;
@@ -45,6 +46,7 @@ pub use hits::{HitContext, HitsConfig};
 pub use job_intake::{sniff, IntakeLimits, Sniffed, StagedPart};
 pub use job_runner::{JobRunner, YieldTo};
 pub use jobs::{photo_line, JobRequest, JobsConfig, MAX_JOB_K};
+pub use migration::{MigrationReport, MigrationRequest};
 pub use keys::{validate_purpose, AccessConfig, AuthFailure, IssuedKey, KeyRequest};
 pub use principal::{Action, Principal, Role, UnknownRole};
 pub use records::{ServiceStats, WatchlistRequest};
@@ -117,6 +119,11 @@ pub struct GalleryConfig {
     pub default_alert_fpir: f64,
     /// Store a JPEG of the aligned face with each template, for reviewers (default true).
     pub store_thumbnails: bool,
+    /// Keep each enrolment's face region (the face with a wide margin, at most 512 px a side, as JPEG; about
+    /// 30–60 KB) with its templates, so that `facematch models migrate` can make another recognizer's templates
+    /// without the enrolment photos (default true). Deleted with the subject and by retention like its templates.
+    /// Off, a gallery cannot move to another model: every template would have to be enrolled again.
+    pub keep_enrolment_faces: bool,
     /// Seconds between the server's retention sweeps, which delete subjects past their watchlist's retention
     /// period (default 3600; the server also sweeps at start).
     pub retention_sweep_secs: u64,
@@ -158,6 +165,7 @@ impl Default for GalleryConfig {
             max_k: 200,
             default_alert_fpir: 0.003,
             store_thumbnails: true,
+            keep_enrolment_faces: true,
             retention_sweep_secs: 3600,
             audit_anchor: None,
             audit_anchor_key: None,
@@ -190,17 +198,32 @@ pub struct IndexState {
     pub startup_ms: f64,
 }
 
+/// The recognizer that serves searches, with its index and calibration: one value, replaced as a whole when a
+/// model migration switches the gallery to another recognizer. Every operation takes one snapshot
+/// ([`WatchlistService::engine`]) and uses it throughout, so a probe is never embedded by one model and searched
+/// in another's index.
+pub(crate) struct Engine {
+    pub(crate) pipeline: Arc<FacePipeline>,
+    pub(crate) index: Arc<dyn AnnIndex>,
+    pub(crate) calibration: Option<Calibration>,
+    pub(crate) index_path: PathBuf,
+}
+
+impl Engine {
+    pub(crate) fn model_id(&self) -> &Arc<str> {
+        self.pipeline.recognizer().model_id()
+    }
+}
+
 /// The core: pipeline + store + index.
 pub struct WatchlistService {
-    pipeline: Arc<FacePipeline>,
+    engine: parking_lot::RwLock<Arc<Engine>>,
     store: Arc<dyn GalleryStore>,
-    index: Arc<dyn AnnIndex>,
-    calibration: Option<Calibration>,
     quality: QualityPolicy,
     config: GalleryConfig,
-    /// Serialises store+index changes so that the index equals the store at a known generation.
+    /// Serialises store+index changes so that the index equals the store at a known generation; a model switch
+    /// holds it too, so a change made under it goes to the engine that serves.
     write_lock: Mutex<()>,
-    index_path: PathBuf,
     /// The store's UUID as the index file records it.
     store_id: [u8; 16],
     origin: IndexOrigin,
@@ -216,6 +239,8 @@ pub struct WatchlistService {
     alerts: AlertsConfig,
     /// Wakes alert streams and the webhook dispatcher when this node records or changes hits.
     hit_signal: tokio::sync::watch::Sender<u64>,
+    /// The recognizer a running model migration moves to.
+    migration_target: migration::MigrationTarget,
 }
 
 impl WatchlistService {
@@ -240,24 +265,16 @@ impl WatchlistService {
             audit::check_anchor(&*store, &anchor)?;
         }
         let store_id = store_id_bytes(&store.store_id()?)?;
-        let manifest = pipeline.recognizer().manifest();
-        let calibration = manifest.calibration.as_ref().map(Calibration::from_spec).transpose()?;
-        let model_id = manifest.id.clone();
-        let dimension = pipeline.recognizer().dimension();
-        store.bind_model(&model_id, dimension, &manifest.template_fingerprint())?;
-        let index_path = config.data_dir.join(format!("index-{model_id}-{}.bin", kind_name(config.index)));
-        let (index, origin) = open_index(&*store, store_id, &model_id, dimension, &config, &index_path)?;
+        migration::check_serving_model(&*store, pipeline.recognizer().model_id())?;
+        let (engine, origin) = engine_for(pipeline, &*store, store_id, &config)?;
         let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(templates = index.len(), ?origin, startup_ms, "gallery ready");
+        tracing::info!(templates = engine.index.len(), ?origin, startup_ms, "gallery ready");
         Ok(WatchlistService {
-            pipeline,
+            engine: parking_lot::RwLock::new(Arc::new(engine)),
             store,
-            index,
-            calibration,
             quality,
             config,
             write_lock: Mutex::new(()),
-            index_path,
             store_id,
             origin,
             startup_ms,
@@ -269,6 +286,7 @@ impl WatchlistService {
             job_signal: job_runner::JobSignal::default(),
             alerts: AlertsConfig::default(),
             hit_signal: tokio::sync::watch::Sender::new(0),
+            migration_target: migration::MigrationTarget::default(),
         })
     }
 
@@ -289,24 +307,32 @@ impl WatchlistService {
         &self.access
     }
 
-    pub fn pipeline(&self) -> &Arc<FacePipeline> {
-        &self.pipeline
+    /// The serving engine at this moment (see [`Engine`]).
+    pub(crate) fn engine(&self) -> Arc<Engine> {
+        self.engine.read().clone()
+    }
+
+    /// The serving face pipeline.
+    pub fn pipeline(&self) -> Arc<FacePipeline> {
+        self.engine().pipeline.clone()
     }
     pub fn config(&self) -> &GalleryConfig {
         &self.config
     }
-    pub fn model_id(&self) -> &str {
-        &self.pipeline.recognizer().manifest().id
+    /// The serving recognizer's id.
+    pub fn model_id(&self) -> Arc<str> {
+        self.engine().model_id().clone()
     }
-    pub fn calibration(&self) -> Option<&Calibration> {
-        self.calibration.as_ref()
+    pub fn calibration(&self) -> Option<Calibration> {
+        self.engine().calibration.clone()
     }
 
     pub fn index_state(&self) -> Result<IndexState, ServiceError> {
+        let engine = self.engine();
         Ok(IndexState {
-            stats: self.index.stats(),
+            stats: engine.index.stats(),
             generation: self.store.generation()?,
-            file: self.index_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            file: engine.index_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             origin: self.origin,
             startup_ms: self.startup_ms,
         })
@@ -316,10 +342,11 @@ impl WatchlistService {
     /// rebuilding).
     pub fn persist_index(&self) -> Result<(), ServiceError> {
         let _guard = self.write_lock.lock();
+        let engine = self.engine();
         let stamp = stamp_of(&*self.store, self.store_id, self.store.generation()?)?;
-        tracing::debug!(path = %self.index_path.display(), "saving index");
-        self.index.save(&self.index_path, stamp)?;
-        tracing::info!(generation = stamp.generation, path = %self.index_path.display(), "index saved");
+        tracing::debug!(path = %engine.index_path.display(), "saving index");
+        engine.index.save(&engine.index_path, stamp)?;
+        tracing::info!(generation = stamp.generation, path = %engine.index_path.display(), "index saved");
         Ok(())
     }
 
@@ -327,11 +354,12 @@ impl WatchlistService {
     /// so the index still equals the store at its generation afterwards.
     fn consolidate_when_due(&self) -> Result<(), ServiceError> {
         // Runs on every deletion: `stats` would walk the whole exact index, these two counters are O(1).
-        let (deleted, live) = (self.index.tombstones(), self.index.len());
+        let index = self.engine().index.clone();
+        let (deleted, live) = (index.tombstones(), index.len());
         if deleted == 0 || (deleted as f64) < self.config.consolidate_deleted_share * (live + deleted) as f64 {
             return Ok(());
         }
-        let report = self.index.consolidate()?;
+        let report = index.consolidate()?;
         tracing::info!(removed = deleted, live, seconds = report.seconds, "index consolidated");
         Ok(())
     }
@@ -341,6 +369,24 @@ impl WatchlistService {
     fn audit_use(&self, entry: crate::gallery::AuditEntry) -> Result<i64, ServiceError> {
         Ok(self.store.append_audit(entry)?)
     }
+}
+
+/// The engine of `pipeline`'s recognizer over `store`: binds the model to the gallery, then loads its index file or
+/// rebuilds the index from the store.
+fn engine_for(
+    pipeline: Arc<FacePipeline>,
+    store: &dyn GalleryStore,
+    store_id: [u8; 16],
+    config: &GalleryConfig,
+) -> Result<(Engine, IndexOrigin), ServiceError> {
+    let manifest = pipeline.recognizer().manifest();
+    let calibration = manifest.calibration.as_ref().map(Calibration::from_spec).transpose()?;
+    let model_id = manifest.id.clone();
+    let dimension = pipeline.recognizer().dimension();
+    store.bind_model(&model_id, dimension, &manifest.template_fingerprint())?;
+    let index_path = config.data_dir.join(format!("index-{model_id}-{}.bin", kind_name(config.index)));
+    let (index, origin) = open_index(store, store_id, &model_id, dimension, config, &index_path)?;
+    Ok((Engine { pipeline, index, calibration, index_path }, origin))
 }
 
 fn kind_name(kind: IndexKind) -> &'static str {

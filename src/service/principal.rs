@@ -174,6 +174,15 @@ pub enum Action {
     /// A webhook made (its address and filters; never its secret).
     CreateWebhook,
     DeleteWebhook,
+    /// A model migration started (from and to which recognizer).
+    StartMigration,
+    /// A batch of a migration's templates made from kept faces (the subjects, how many failed).
+    MigrateFaces,
+    /// A migration that tried every face but would leave subjects without a template waits for a decision.
+    HoldMigration,
+    /// The gallery switched to a migration's new model.
+    SwitchModel,
+    CancelMigration,
 }
 
 impl Action {
@@ -209,6 +218,11 @@ impl Action {
             Action::ExpireHitProbes => "expire_hit_probes",
             Action::CreateWebhook => "create_webhook",
             Action::DeleteWebhook => "delete_webhook",
+            Action::StartMigration => "start_migration",
+            Action::MigrateFaces => "migrate_faces",
+            Action::HoldMigration => "hold_migration",
+            Action::SwitchModel => "switch_model",
+            Action::CancelMigration => "cancel_migration",
         }
     }
 }

@@ -168,9 +168,10 @@ impl WatchlistService {
         })?;
         if subject.watchlist != before.watchlist {
             let label = self.store.get_watchlist(&subject.watchlist)?.id;
-            for (key, embedding) in self.store.subject_embeddings(id, self.model_id())? {
-                self.index.remove(key as u64)?;
-                self.index.insert(key as u64, label, &embedding)?;
+            let engine = self.engine();
+            for (key, embedding) in self.store.subject_embeddings(id, engine.model_id())? {
+                engine.index.remove(key as u64)?;
+                engine.index.insert(key as u64, label, &embedding)?;
             }
             self.consolidate_when_due()?;
         }
@@ -186,8 +187,9 @@ impl WatchlistService {
             let details = json!({ "watchlist": subject.watchlist, "templates": templates });
             caller.entry(Action::DeleteSubject, subject_target(id), details)
         })?;
+        let index = self.engine().index.clone();
         for key in &removed {
-            self.index.remove(*key as u64)?;
+            index.remove(*key as u64)?;
         }
         self.consolidate_when_due()?;
         Ok(removed)
@@ -199,10 +201,14 @@ impl WatchlistService {
         self.subject_for(subject_id, caller)?;
         let _guard = self.write_lock.lock();
         let entry = caller.entry(Action::DeleteTemplate, template_target(subject_id, template_id), json!({}));
-        if !self.store.delete_template(subject_id, template_id, entry)? {
+        let removed = self.store.delete_template(subject_id, template_id, entry)?;
+        if removed.is_empty() {
             return Err(GalleryError::not_found(Entity::Template, template_id).into());
         }
-        self.index.remove(template_id as u64)?;
+        let index = self.engine().index.clone();
+        for key in removed {
+            index.remove(key as u64)?;
+        }
         self.consolidate_when_due()?;
         Ok(())
     }
@@ -229,6 +235,6 @@ impl WatchlistService {
 
     pub fn stats(&self, caller: &Principal) -> Result<ServiceStats, ServiceError> {
         caller.require(Permission::ReadStats)?;
-        Ok(ServiceStats { model: self.model_id().to_owned(), gallery: self.store.stats()?, index: self.index_state()? })
+        Ok(ServiceStats { model: self.model_id().to_string(), gallery: self.store.stats()?, index: self.index_state()? })
     }
 }

@@ -79,8 +79,9 @@ impl WatchlistService {
                 Err(GalleryError::NotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
             };
+            let index = self.engine().index.clone();
             for key in &removed {
-                self.index.remove(*key as u64)?;
+                index.remove(*key as u64)?;
             }
             expired.push(subject);
         }

@@ -2,6 +2,7 @@
 //! subject (best template), scored with the calibrated FPIR, and thresholded per watchlist in identification mode.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,7 @@ use crate::index::{LabelFilter, Neighbour, SearchParams};
 use crate::pipeline::{Analysis, AnalyzeOptions, AnalyzedFace, StageTimings};
 use crate::quality::FaceQuality;
 
-use super::{Action, HitContext, Permission, Principal, ServiceError, WatchlistService};
+use super::{Action, Engine, HitContext, Permission, Principal, ServiceError, WatchlistService};
 use crate::gallery::HitSource;
 
 /// NIST FRTE search modes.
@@ -182,14 +183,15 @@ impl WatchlistService {
     pub fn analyze_probe(&self, photo: &[u8], request: &SearchRequest, caller: &Principal) -> Result<Analysis, ServiceError> {
         self.authorize_search(request, caller)?;
         let options = AnalyzeOptions { min_face_px: request.min_face_px, max_faces: Some(self.config.max_faces_per_photo.max(1)) };
-        Ok(self.pipeline.analyze_bytes(photo, options)?)
+        Ok(self.pipeline().analyze_bytes(photo, options)?)
     }
 
     /// The light half of [`Self::search_photo`]: candidates for every face of an analysed probe, audited.
     pub fn search_analysis(&self, analysis: Analysis, request: &SearchRequest, caller: &Principal) -> Result<SearchResult, ServiceError> {
         let request = &self.authorize_search(request, caller)?;
         let started = Instant::now();
-        let context = self.search_context(request)?;
+        let context = self.search_context(self.engine(), request)?;
+        context.check_model(&analysis)?;
         let mut faces = Vec::with_capacity(analysis.faces.len());
         let mut probes = Vec::with_capacity(analysis.faces.len());
         for face in &analysis.faces {
@@ -220,8 +222,14 @@ impl WatchlistService {
 
     /// Candidates for every face of an analysed photo, unaudited: a job photo's search, whose audit entry the job's
     /// store write carries with its result and hits. The caller's permission and scope were checked at submission.
-    pub(super) fn face_candidates(&self, analysis: &Analysis, request: &SearchRequest) -> Result<Vec<FaceSearch>, ServiceError> {
-        let context = self.search_context(request)?;
+    pub(super) fn face_candidates(
+        &self,
+        engine: Arc<Engine>,
+        analysis: &Analysis,
+        request: &SearchRequest,
+    ) -> Result<Vec<FaceSearch>, ServiceError> {
+        let context = self.search_context(engine, request)?;
+        context.check_model(analysis)?;
         analysis
             .faces
             .iter()
@@ -240,9 +248,10 @@ impl WatchlistService {
         caller: &Principal,
     ) -> Result<SearchResult, ServiceError> {
         let request = &self.authorize_search(request, caller)?;
-        let query = self.checked_embedding(embedding)?;
+        let engine = self.engine();
+        let query = checked_embedding(&engine, embedding)?;
         let started = Instant::now();
-        let context = self.search_context(request)?;
+        let context = self.search_context(engine, request)?;
         let candidates = self.candidates(&query, request, &context)?;
         let faces = vec![FaceSearch { face: None, searched: true, skipped_reason: None, candidates }];
         let probe = Probe { sha256: None, face_jpegs: Vec::new() };
@@ -294,9 +303,9 @@ impl WatchlistService {
             search_id,
             hits: hits.iter().map(|hit| hit.id).collect(),
             mode: request.mode,
-            model_id: self.model_id().to_string(),
+            model_id: context.engine.model_id().to_string(),
             gallery_templates: context.gallery_size,
-            decision_statistic: self.statistic(),
+            decision_statistic: statistic_of(&context.engine),
             faces_detected: faces.len(),
             faces_truncated: false,
             faces,
@@ -308,10 +317,11 @@ impl WatchlistService {
     /// 1:1: the largest face of each photo.
     pub fn verify_photos(&self, a: &[u8], b: &[u8], caller: &Principal) -> Result<VerifyResult, ServiceError> {
         caller.require(Permission::Verify)?;
-        let ea = self.probe_embedding(a)?;
-        let eb = self.probe_embedding(b)?;
+        let engine = self.engine();
+        let ea = probe_embedding(&engine, a)?;
+        let eb = probe_embedding(&engine, b)?;
         let similarity = ea.similarity(&eb).ok_or(ServiceError::InvalidEmbedding)?;
-        let result = self.verdict(similarity, None, None);
+        let result = verdict(&engine, similarity, None, None);
         self.audit_use(caller.entry(
             Action::Verify,
             None,
@@ -324,14 +334,15 @@ impl WatchlistService {
     pub fn verify_subject(&self, photo: &[u8], subject_id: i64, caller: &Principal) -> Result<VerifyResult, ServiceError> {
         caller.require(Permission::Verify)?;
         self.subject_for(subject_id, caller)?;
-        let templates = self.store.subject_embeddings(subject_id, self.model_id())?;
-        let probe = self.probe_embedding(photo)?;
+        let engine = self.engine();
+        let templates = self.store.subject_embeddings(subject_id, engine.model_id())?;
+        let probe = probe_embedding(&engine, photo)?;
         let best = templates
             .iter()
             .map(|(id, e)| (*id, crate::embed::dot(&probe.values, e)))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .ok_or_else(|| ServiceError::InvalidRequest(format!("subject {subject_id} has no templates of this model")))?;
-        let result = self.verdict(best.1, Some(subject_id), Some(best.0));
+        let result = verdict(&engine, best.1, Some(subject_id), Some(best.0));
         self.audit_use(caller.entry(
             Action::Verify,
             Some(format!("subject/{subject_id}")),
@@ -340,44 +351,7 @@ impl WatchlistService {
         Ok(result)
     }
 
-    fn verdict(&self, similarity: f32, subject_id: Option<i64>, template_id: Option<i64>) -> VerifyResult {
-        let threshold = self.pipeline.recognizer().manifest().thresholds.as_ref().map(|t| t.verify).unwrap_or(1.0);
-        VerifyResult {
-            model_id: self.model_id().to_string(),
-            similarity,
-            threshold,
-            decision: VerifyDecision::at(similarity, threshold),
-            subject_id,
-            template_id,
-        }
-    }
-
-    fn probe_embedding(&self, photo: &[u8]) -> Result<Embedding, ServiceError> {
-        let analysis = self.pipeline.analyze_bytes(photo, AnalyzeOptions::default())?;
-        analysis.subject().map(|f| f.embedding.clone()).ok_or(ServiceError::NoFace)
-    }
-
-    fn checked_embedding(&self, embedding: &[f32]) -> Result<Vec<f32>, ServiceError> {
-        let expected = self.pipeline.recognizer().dimension();
-        if embedding.len() != expected {
-            return Err(ServiceError::EmbeddingDimension {
-                model: self.model_id().to_string(),
-                expected,
-                actual: embedding.len(),
-            });
-        }
-        let mut query = embedding.to_vec();
-        if !normalise(&mut query) {
-            return Err(ServiceError::InvalidEmbedding);
-        }
-        Ok(query)
-    }
-
-    fn statistic(&self) -> super::DecisionStatistic {
-        self.calibration.as_ref().map(|c| c.statistic).unwrap_or(super::DecisionStatistic::Top1)
-    }
-
-    fn search_context(&self, request: &SearchRequest) -> Result<SearchContext, ServiceError> {
+    fn search_context(&self, engine: Arc<Engine>, request: &SearchRequest) -> Result<SearchContext, ServiceError> {
         let k = request.k.unwrap_or(self.config.default_k);
         if k == 0 || k > self.config.max_k {
             return Err(ServiceError::InvalidRequest(format!("k must be between 1 and {}", self.config.max_k)));
@@ -400,10 +374,11 @@ impl WatchlistService {
                 LabelFilter::Only(labels)
             }
         };
-        let gallery_size = self.index.len();
-        let alert_thresholds = all.iter().map(|w| (w.id, self.alert_threshold(w.alert_fpir, gallery_size))).collect();
-        let default_threshold = self.alert_threshold(self.config.default_alert_fpir, gallery_size);
+        let gallery_size = engine.index.len();
+        let alert_thresholds = all.iter().map(|w| (w.id, alert_threshold(&engine, w.alert_fpir, gallery_size))).collect();
+        let default_threshold = alert_threshold(&engine, self.config.default_alert_fpir, gallery_size);
         let mut context = SearchContext {
+            engine,
             k,
             filter,
             gallery_size,
@@ -411,35 +386,14 @@ impl WatchlistService {
             default_threshold,
             identification_floor: None,
         };
-        context.identification_floor = self.identification_floor(request, &context);
+        context.identification_floor = identification_floor(request, &context);
         Ok(context)
-    }
-
-    /// The decision score a watchlist with alert target `fpir` needs at this gallery size: from the calibration, or
-    /// the model's 1:1 threshold when the manifest has none.
-    fn alert_threshold(&self, fpir: f64, gallery_size: usize) -> f32 {
-        match &self.calibration {
-            Some(c) => c.threshold(fpir, gallery_size),
-            None => self.pipeline.recognizer().manifest().thresholds.as_ref().map(|t| t.verify).unwrap_or(1.0),
-        }
-    }
-
-    /// The lowest alert threshold among the searched watchlists, when identification mode decides on the raw top-1
-    /// similarity (other statistics need the runner-ups, so nothing may be dropped early).
-    fn identification_floor(&self, request: &SearchRequest, context: &SearchContext) -> Option<f32> {
-        if request.mode != SearchMode::Identification || self.statistic() != super::DecisionStatistic::Top1 {
-            return None;
-        }
-        let searched = context.alert_thresholds.iter().filter(|(label, _)| match &context.filter {
-            LabelFilter::All => true,
-            LabelFilter::Only(labels) => labels.contains(label),
-        });
-        searched.map(|(_, threshold)| *threshold).chain(std::iter::once(context.default_threshold)).reduce(f32::min)
     }
 
     /// Ranked candidates for one query vector.
     fn candidates(&self, query: &[f32], request: &SearchRequest, context: &SearchContext) -> Result<Vec<Candidate>, ServiceError> {
-        let statistic = self.statistic();
+        let engine = &context.engine;
+        let statistic = statistic_of(engine);
         let depth = context.k.max(statistic.candidates_needed());
         // Subjects may hold several templates; ask for more templates than subjects needed.
         let k_templates = depth * 3 + 8;
@@ -449,8 +403,8 @@ impl WatchlistService {
             filter: context.filter.clone(),
         };
         let neighbours = match context.identification_floor {
-            Some(floor) => self.templates_above(query, floor, params)?,
-            None => self.index.search(query, &params)?,
+            Some(floor) => self.templates_above(engine, query, floor, params)?,
+            None => engine.index.search(query, &params)?,
         };
         let keys: Vec<i64> = neighbours.iter().map(|n| n.key as i64).collect();
         let owners = self.store.template_owners(&keys)?;
@@ -476,11 +430,11 @@ impl WatchlistService {
                 super::DecisionStatistic::Margin { .. } => (i == 0).then_some(decision).flatten(),
             };
             let threshold = context.alert_thresholds.get(&label).copied().unwrap_or(context.default_threshold);
-            let fpir = match &self.calibration {
+            let fpir = match &engine.calibration {
                 Some(c) => decision_score.map(|s| c.fpir(s, context.gallery_size)),
                 None => None,
             };
-            let fpir_extrapolated = match (&self.calibration, decision_score) {
+            let fpir_extrapolated = match (&engine.calibration, decision_score) {
                 (Some(c), Some(s)) => c.is_extrapolated(s),
                 _ => false,
             };
@@ -517,20 +471,26 @@ impl WatchlistService {
     /// it finds comes within `hnsw_identification_margin` of the floor, the search is repeated in full (`params`),
     /// so every search that can alert gets the full walk's answer — provided the short walk's best never falls
     /// further below the true nearest than the margin, which is what a site must measure before enabling it.
-    fn templates_above(&self, query: &[f32], floor: f32, params: SearchParams) -> Result<Vec<Neighbour>, ServiceError> {
+    fn templates_above(
+        &self,
+        engine: &Engine,
+        query: &[f32],
+        floor: f32,
+        params: SearchParams,
+    ) -> Result<Vec<Neighbour>, ServiceError> {
         let mut neighbours = match self.config.hnsw_ef_identification {
             Some(short_ef) => {
                 let ef = short_ef.clamp(1, params.ef.unwrap_or(usize::MAX));
                 let short = SearchParams { k: params.k.min(ef), ef: Some(ef), filter: params.filter.clone() };
-                let found = self.index.search(query, &short)?;
+                let found = engine.index.search(query, &short)?;
                 let best = found.iter().map(|n| n.similarity).reduce(f32::max);
                 if best.is_some_and(|b| b >= floor - self.config.hnsw_identification_margin) {
-                    self.index.search(query, &params)?
+                    engine.index.search(query, &params)?
                 } else {
                     found
                 }
             }
-            None => self.index.search(query, &params)?,
+            None => engine.index.search(query, &params)?,
         };
         neighbours.retain(|n| n.similarity >= floor);
         Ok(neighbours)
@@ -545,6 +505,8 @@ struct Probe<'a> {
 }
 
 struct SearchContext {
+    /// The engine the whole search uses, taken once.
+    engine: Arc<Engine>,
     k: usize,
     filter: LabelFilter,
     gallery_size: usize,
@@ -555,3 +517,80 @@ struct SearchContext {
     /// Computed once per search, for every face of the photo: see `identification_floor`.
     identification_floor: Option<f32>,
 }
+
+impl SearchContext {
+    /// Refuses an analysis made by another recognizer than this search's: a migration switched models between
+    /// the probe's analysis and its search (`model_switched`; asking again uses the new model).
+    fn check_model(&self, analysis: &Analysis) -> Result<(), ServiceError> {
+        let serving = self.engine.model_id();
+        match analysis.faces.iter().find(|f| &f.embedding.model_id != serving) {
+            Some(face) => Err(ServiceError::ModelSwitched { analysed: face.embedding.model_id.to_string(), serving: serving.to_string() }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The decision statistic of the engine's calibration (top-1 without one).
+fn statistic_of(engine: &Engine) -> super::DecisionStatistic {
+    engine.calibration.as_ref().map(|c| c.statistic).unwrap_or(super::DecisionStatistic::Top1)
+}
+
+/// The decision score a watchlist with alert target `fpir` needs at this gallery size: from the calibration, or the
+/// model's 1:1 threshold when the manifest has none.
+fn alert_threshold(engine: &Engine, fpir: f64, gallery_size: usize) -> f32 {
+    match &engine.calibration {
+        Some(c) => c.threshold(fpir, gallery_size),
+        None => verify_threshold(engine),
+    }
+}
+
+fn verify_threshold(engine: &Engine) -> f32 {
+    engine.pipeline.recognizer().manifest().thresholds.as_ref().map(|t| t.verify).unwrap_or(1.0)
+}
+
+fn verdict(engine: &Engine, similarity: f32, subject_id: Option<i64>, template_id: Option<i64>) -> VerifyResult {
+    let threshold = verify_threshold(engine);
+    VerifyResult {
+        model_id: engine.model_id().to_string(),
+        similarity,
+        threshold,
+        decision: VerifyDecision::at(similarity, threshold),
+        subject_id,
+        template_id,
+    }
+}
+
+fn probe_embedding(engine: &Engine, photo: &[u8]) -> Result<Embedding, ServiceError> {
+    let analysis = engine.pipeline.analyze_bytes(photo, AnalyzeOptions::default())?;
+    analysis.subject().map(|f| f.embedding.clone()).ok_or(ServiceError::NoFace)
+}
+
+fn checked_embedding(engine: &Engine, embedding: &[f32]) -> Result<Vec<f32>, ServiceError> {
+    let expected = engine.pipeline.recognizer().dimension();
+    if embedding.len() != expected {
+        return Err(ServiceError::EmbeddingDimension {
+            model: engine.model_id().to_string(),
+            expected,
+            actual: embedding.len(),
+        });
+    }
+    let mut query = embedding.to_vec();
+    if !normalise(&mut query) {
+        return Err(ServiceError::InvalidEmbedding);
+    }
+    Ok(query)
+}
+
+/// The lowest alert threshold among the searched watchlists, when identification mode decides on the raw top-1
+/// similarity (other statistics need the runner-ups, so nothing may be dropped early).
+fn identification_floor(request: &SearchRequest, context: &SearchContext) -> Option<f32> {
+    if request.mode != SearchMode::Identification || statistic_of(&context.engine) != super::DecisionStatistic::Top1 {
+        return None;
+    }
+    let searched = context.alert_thresholds.iter().filter(|(label, _)| match &context.filter {
+        LabelFilter::All => true,
+        LabelFilter::Only(labels) => labels.contains(label),
+    });
+    searched.map(|(_, threshold)| *threshold).chain(std::iter::once(context.default_threshold)).reduce(f32::min)
+}
+

@@ -9,6 +9,7 @@ mod audit;
 mod concurrency;
 mod hits;
 mod jobs;
+mod migration;
 mod records;
 mod retention;
 mod storage;
@@ -21,13 +22,13 @@ use sha2::{Digest, Sha256};
 
 use super::model::{
     AuditEntry, AuditQuery, AuditRecord, GalleryStats, NewSubject, NewTemplate, NewWatchlist, Subject,
-    SubjectQuery, Template, Watchlist,
+    SubjectQuery, Template, TemplateFace, Watchlist,
 };
 use super::store::GalleryStore;
 
 // The macro and the engines' own tests name each suite test as `conformance::name`, whichever topic file holds it.
 pub(crate) use self::{
-    alerts::*, audit::*, concurrency::*, hits::*, jobs::*, records::*, retention::*, storage::*, templates::*,
+    alerts::*, audit::*, concurrency::*, hits::*, jobs::*, migration::*, records::*, retention::*, storage::*, templates::*,
 };
 
 /// Expands to a `conformance` module with one `#[test]` per suite test, each against a fresh store from `$open`:
@@ -69,6 +70,9 @@ macro_rules! conformance_suite {
             jobs_list_newest_first_within_scope_and_expire,
             webhooks_are_made_listed_and_deleted_with_their_audit_entries,
             deliveries_follow_new_hits_by_filter_and_keep_every_attempt,
+            the_first_serving_model_is_adopted_once,
+            a_migration_remakes_kept_faces_then_switches_what_listings_show,
+            a_cancelled_migration_keeps_its_templates_for_the_next,
         );
     };
     (@tests $open:ident; $($test:ident),+ $(,)?) => {
@@ -217,6 +221,7 @@ pub(crate) fn new_template(
         quality: json!({"sharpness": 0.8, "yaw": -3.5}),
         photo_sha256: photo_hash(photo_seed),
         thumbnail_jpeg: Some(vec![0xFF, 0xD8, 0xFF, 0xE0, photo_seed as u8, 0xFF, 0xD9]),
+        face: TemplateFace::NotKept,
         enrolled_by: "operator-1".to_owned(),
     }
 }

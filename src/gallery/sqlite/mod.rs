@@ -10,6 +10,7 @@ mod hits;
 mod jobs;
 mod keys;
 mod maintenance;
+mod migration;
 mod queries;
 mod rows;
 mod store;

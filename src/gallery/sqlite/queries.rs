@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use super::rows::{encode_embedding, select_subject, subject_from_row};
 use crate::gallery::audit::{self, ChainFields, GENESIS_HASH};
 use crate::gallery::error::{ConflictKind, DatabaseContext, Entity, GalleryError};
-use crate::gallery::model::{AuditEntry, NewTemplate, Subject, Template};
+use crate::gallery::model::{AuditEntry, NewTemplate, Subject, Template, TemplateFace};
 use crate::gallery::validation;
 
 pub(super) fn now_rfc3339() -> String {
@@ -87,6 +87,9 @@ pub(super) fn validate_template(new: NewTemplate) -> Result<ValidTemplate, Galle
     if let Some(jpeg) = &new.thumbnail_jpeg {
         validation::validate_thumbnail(jpeg)?;
     }
+    if let TemplateFace::Keep { jpeg, geometry } = &new.face {
+        validation::validate_face_region(jpeg, geometry)?;
+    }
     let photo_sha256 = validation::normalise_photo_sha256(&new.photo_sha256)?;
     let quality_json = validation::canonicalise_quality(&new.quality)?;
     Ok(ValidTemplate {
@@ -133,9 +136,32 @@ pub(super) fn insert_template(
     } = valid;
     let dimension = new.embedding.len();
     ensure_model_dimension(tx, &new.model_id, dimension)?;
+    let face_id = match &new.face {
+        TemplateFace::NotKept => None,
+        TemplateFace::Keep { jpeg, geometry } => {
+            tx.prepare_cached(
+                "INSERT INTO face(subject_id, photo_sha256, geometry, jpeg, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![new.subject_id, photo_sha256, geometry.to_string(), jpeg, enrolled_at])
+            })
+            .context("insert face")?;
+            Some(tx.last_insert_rowid())
+        }
+        TemplateFace::Existing(face_id) => {
+            let owner: Option<i64> = tx
+                .prepare_cached("SELECT subject_id FROM face WHERE id = ?1")
+                .and_then(|mut statement| statement.query_row([face_id], |row| row.get(0)).optional())
+                .context("read face")?;
+            if owner != Some(new.subject_id) {
+                return Err(GalleryError::not_found(Entity::Face, *face_id));
+            }
+            Some(*face_id)
+        }
+    };
     tx.prepare_cached(
         "INSERT INTO template(subject_id, model_id, dimension, embedding, quality, photo_sha256, enrolled_at, \
-         enrolled_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         enrolled_by, face_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut statement| {
         statement.execute(params![
@@ -147,6 +173,7 @@ pub(super) fn insert_template(
             photo_sha256,
             enrolled_at,
             new.enrolled_by,
+            face_id,
         ])
     })
     .context("insert template")?;
@@ -165,6 +192,7 @@ pub(super) fn insert_template(
         quality: new.quality,
         photo_sha256,
         has_thumbnail,
+        face_kept: face_id.is_some(),
         enrolled_at: enrolled_at.to_owned(),
         enrolled_by: new.enrolled_by,
     })

@@ -7,12 +7,25 @@ use rusqlite::Row;
 use crate::gallery::audit::ChainFields;
 use crate::gallery::model::{AuditEntry, AuditRecord, Subject, Template, Watchlist};
 
+/// SQL condition on a template `t`: of the gallery's serving model (every model while none is recorded, as in a
+/// store no service has opened). Listings and counts show what searches use; a migration's templates of the next
+/// model stay out of them until it switches.
+macro_rules! serving_model_only {
+    () => {
+        "(t.model_id = (SELECT value FROM meta WHERE key = 'serving_model') \
+         OR NOT EXISTS (SELECT 1 FROM meta WHERE key = 'serving_model'))"
+    };
+}
+pub(super) use serving_model_only;
+
 /// Columns of `Subject`, in the order `subject_from_row` reads them.
 macro_rules! select_subject {
     ($tail:literal) => {
         concat!(
             "SELECT s.id, w.name, s.external_ref, s.display_name, s.metadata, s.created_at, s.updated_at, ",
-            "(SELECT count(*) FROM template t WHERE t.subject_id = s.id) ",
+            "(SELECT count(*) FROM template t WHERE t.subject_id = s.id AND ",
+            $crate::gallery::sqlite::rows::serving_model_only!(),
+            ") ",
             "FROM subject s JOIN watchlist w ON w.id = s.watchlist_id ",
             $tail
         )
@@ -22,12 +35,13 @@ pub(super) use select_subject;
 
 /// Columns of `Template`, in the order `template_from_row` reads them.
 macro_rules! select_template {
-    ($tail:literal) => {
+    ($($tail:expr),+) => {
         concat!(
             "SELECT t.id, t.subject_id, t.model_id, t.dimension, t.quality, t.photo_sha256, ",
-            "EXISTS(SELECT 1 FROM thumbnail h WHERE h.template_id = t.id), t.enrolled_at, t.enrolled_by ",
+            "EXISTS(SELECT 1 FROM thumbnail h WHERE h.template_id = t.id), t.enrolled_at, t.enrolled_by, ",
+            "t.face_id IS NOT NULL ",
             "FROM template t ",
-            $tail
+            $($tail),+
         )
     };
 }
@@ -125,6 +139,7 @@ pub(super) fn template_from_row(row: &Row<'_>) -> rusqlite::Result<Template> {
         has_thumbnail: row.get(6)?,
         enrolled_at: row.get(7)?,
         enrolled_by: row.get(8)?,
+        face_kept: row.get(9)?,
     })
 }
 

@@ -11,7 +11,7 @@ use super::queries::{
     validate_template, watchlist_label,
 };
 use super::rows::{
-    conversion_failure, decode_embedding, select_audit, select_subject, select_template,
+    conversion_failure, decode_embedding, select_audit, select_subject, select_template, serving_model_only,
     select_watchlist, subject_from_row, template_from_row, watchlist_from_row, StoredAudit,
 };
 use super::SqliteStore;
@@ -378,22 +378,32 @@ impl GalleryStore for SqliteStore {
         })
     }
 
-    fn delete_template(&self, subject_id: i64, template_id: i64, audit: AuditEntry) -> Result<bool, GalleryError> {
+    fn delete_template(&self, subject_id: i64, template_id: i64, audit: AuditEntry) -> Result<Vec<i64>, GalleryError> {
         self.write(|tx| {
             if !subject_exists(tx, subject_id)? {
                 return Err(GalleryError::not_found(Entity::Subject, subject_id));
             }
-            let deleted = tx
-                .execute(
-                    "DELETE FROM template WHERE id = ?1 AND subject_id = ?2",
-                    [template_id, subject_id],
-                )
+            let face: Option<Option<i64>> = tx
+                .prepare_cached("SELECT face_id FROM template WHERE id = ?1 AND subject_id = ?2")
+                .and_then(|mut statement| statement.query_row([template_id, subject_id], |row| row.get(0)).optional())
+                .context("read template")?;
+            let removed: Vec<i64> = match face {
+                None => return Ok(Vec::new()),
+                Some(None) => vec![template_id],
+                // The face goes with every template made of it (ON DELETE CASCADE), whichever model made them.
+                Some(Some(face_id)) => tx
+                    .prepare_cached("SELECT id FROM template WHERE face_id = ?1 ORDER BY id")
+                    .and_then(|mut statement| statement.query_map([face_id], |row| row.get(0))?.collect())
+                    .context("list the face's templates")?,
+            };
+            tx.execute("DELETE FROM template WHERE id = ?1 AND subject_id = ?2", [template_id, subject_id])
                 .context("delete template")?;
-            if deleted > 0 {
-                bump_generation(tx)?;
-                append_audit_in(tx, audit)?;
+            if let Some(Some(face_id)) = face {
+                tx.execute("DELETE FROM face WHERE id = ?1", [face_id]).context("delete face")?;
             }
-            Ok(deleted > 0)
+            bump_generation(tx)?;
+            append_audit_in(tx, audit)?;
+            Ok(removed)
         })
     }
 
@@ -402,7 +412,7 @@ impl GalleryStore for SqliteStore {
             if !subject_exists(tx, subject_id)? {
                 return Err(GalleryError::not_found(Entity::Subject, subject_id));
             }
-            tx.prepare_cached(select_template!("WHERE t.subject_id = ?1 ORDER BY t.id"))
+            tx.prepare_cached(select_template!("WHERE t.subject_id = ?1 AND ", serving_model_only!(), " ORDER BY t.id"))
                 .and_then(|mut statement| {
                     statement
                         .query_map([subject_id], template_from_row)?

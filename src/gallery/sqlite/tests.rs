@@ -190,9 +190,9 @@ fn everything_persists_across_reopen() {
         .expect("j");
     assert_eq!(journal, "wal");
     // Keys are never reused, even after the newest template is deleted and the store reopened.
-    assert!(store
+    assert_eq!(store
         .delete_template(subject.id, template.id, template_deleted(template.id))
-        .expect("deleted"));
+        .expect("deleted").len(), 1);
     drop(store);
     let store = SqliteStore::open(dir.path()).expect("store reopens");
     let next = add_template(
@@ -311,9 +311,9 @@ fn a_failing_audit_append_rolls_back_the_change() {
     raw.execute_batch("DROP TRIGGER fail_audit;")
         .expect("trigger dropped");
     create_watchlist(&store, "extra");
-    assert!(store
+    assert_eq!(store
         .delete_template(jane.id, kept.id, template_deleted(kept.id))
-        .expect("template deleted"));
+        .expect("template deleted").len(), 1);
     store
         .delete_subject(jane.id, &subject_deleted(jane.id))
         .expect("subject deleted");

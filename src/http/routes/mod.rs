@@ -6,6 +6,7 @@ mod alerts;
 mod hits;
 mod jobs;
 mod keys;
+mod models;
 mod operations;
 mod photos;
 mod records;
@@ -47,6 +48,7 @@ use crate::service::{AuthFailure, Principal, ServiceError, WatchlistService};
         (name = "jobs", description = "Investigators' bulk search jobs: many photos searched in the background, hits for review"),
         (name = "alerts", description = "Hits as they happen: a stream of server-sent events, and signed webhooks (admin)"),
         (name = "keys", description = "API keys and their roles (admin)"),
+        (name = "models", description = "Moving the gallery to another recognizer without losing it (admin)"),
         (name = "operations", description = "Health, readiness, metrics, this document")
     )
 )]
@@ -90,6 +92,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(alerts::list_webhooks, alerts::create_webhook))
         .routes(routes!(alerts::delete_webhook))
         .routes(routes!(alerts::deliveries))
+        .routes(routes!(models::list_migrations, models::start_migration))
+        .routes(routes!(models::get_migration))
+        .routes(routes!(models::switch_migration))
+        .routes(routes!(models::cancel_migration))
         .split_for_parts();
     let router = router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route") })

@@ -30,7 +30,7 @@ pub async fn healthz() -> Json<Health> {
 pub async fn readyz(State(state): State<AppState>) -> ApiResult {
     match blocking(&state, |s| s.storage_ready().and_then(|()| s.index_state())).await {
         Ok(index) => {
-            ok(StatusCode::OK, Readiness { status: "ready".into(), model: state.service.model_id().to_owned(), index })
+            ok(StatusCode::OK, Readiness { status: "ready".into(), model: state.service.model_id().to_string(), index })
         }
         Err(e) if e.code == "storage_unavailable" => Ok(e.into_response()),
         Err(e) => Ok(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.message).into_response()),
