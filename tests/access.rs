@@ -113,6 +113,14 @@ const RULES: &[Rule] = &[
     rule("post", "/v1/webhooks", "", Some(ADMINS), Named, 201),
     rule("delete", "/v1/webhooks/{id}", "", Some(ADMINS), Named, 200),
     rule("get", "/v1/webhooks/{id}/deliveries", "", Some(ADMINS), Named, 200),
+    // A migration remakes the whole gallery: a key limited to watchlists manages none.
+    rule("get", "/v1/models/migrations", "", Some(ADMINS), Named, 200),
+    rule("post", "/v1/models/migrations", "", Some(ADMINS), Named, 202),
+    rule("get", "/v1/models/migrations/{id}", "", Some(ADMINS), Named, 200),
+    // Tried on a cancelled migration, so the fixture's gallery never switches models: an allowed key passes the
+    // access check and is refused by the migration's state.
+    rule("post", "/v1/models/migrations/{id}/switch", "", Some(ADMINS), Named, 409),
+    rule("post", "/v1/models/migrations/{id}/cancel", "", Some(ADMINS), Named, 200),
 ];
 
 /// The gallery every attempt runs against, and fresh things to change or delete so each attempt finds its target.
@@ -176,6 +184,33 @@ impl Fixture {
         let r = self.as_role(Admin, Method::POST, "/v1/webhooks").json(&body).send().await.unwrap();
         assert_eq!(r.status(), 201);
         r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+    }
+
+    /// A migration that is running or waiting, the one before it cancelled: one may be in progress at a time. The
+    /// fixture keeps no enrolment faces, so a migration never switches models on its own (it waits, `ready`).
+    async fn new_migration(&self) -> i64 {
+        let service = self.server.service.clone();
+        tokio::task::spawn_blocking(move || {
+            let operator = Principal::operator("access test", Some("access test migrations".into()));
+            if let Some(active) = service.list_migrations(&operator).unwrap().into_iter().find(|m| m.state.is_active()) {
+                service.cancel_migration(active.id, &operator).unwrap();
+            }
+            let request = facematch::service::MigrationRequest { to: "dlib-resnet-v1".into(), accept_gaps: false };
+            service.start_migration(&request, &operator).expect("migration starts").id
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn cancelled_migration(&self) -> i64 {
+        let id = self.new_migration().await;
+        let service = self.server.service.clone();
+        tokio::task::spawn_blocking(move || {
+            service.cancel_migration(id, &Principal::operator("access test", None)).unwrap();
+        })
+        .await
+        .unwrap();
+        id
     }
 
     async fn new_key(&self) -> String {
@@ -268,6 +303,19 @@ impl Fixture {
             ("get", "/v1/webhooks/{id}/deliveries", _) => {
                 (Method::GET, format!("/v1/webhooks/{}/deliveries", self.webhook), Body::None)
             }
+            ("post", "/v1/models/migrations", _) => {
+                self.cancelled_migration().await;
+                (Method::POST, rule.path.into(), Body::Json(json!({ "to": "dlib-resnet-v1" })))
+            }
+            ("get", "/v1/models/migrations/{id}", _) => {
+                (Method::GET, format!("/v1/models/migrations/{}", self.cancelled_migration().await), Body::None)
+            }
+            ("post", "/v1/models/migrations/{id}/switch", _) => {
+                (Method::POST, format!("/v1/models/migrations/{}/switch", self.cancelled_migration().await), Body::None)
+            }
+            ("post", "/v1/models/migrations/{id}/cancel", _) => {
+                (Method::POST, format!("/v1/models/migrations/{}/cancel", self.new_migration().await), Body::None)
+            }
             ("get", "/v1/cases/{case}/confirmed", _) => (Method::GET, "/v1/cases/access%20case/confirmed".into(), Body::None),
             ("post", "/v1/jobs", _) => {
                 let form = photo_form(&[("photo", &probe)]).text("case", "access case");
@@ -335,7 +383,9 @@ async fn send(request: RequestBuilder) -> (u16, Value, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_every_key_exactly_as_the_rule_table_says() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), ServerConfig::default());
+    // No kept faces: a model migration the table starts never switches the fixture's gallery (see `new_migration`).
+    let gallery = facematch::service::GalleryConfig { data_dir: dir.path().to_path_buf(), keep_enrolment_faces: false, ..Default::default() };
+    let server = TestServer::start_with(gallery, ServerConfig::default());
     let client = Client::new();
 
     // The gallery: `wanted` with one enrolled subject, `elsewhere` that the limited keys are limited to.

@@ -260,7 +260,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX face_subject ON face(subject_id);
 
     ALTER TABLE template ADD COLUMN face_id INTEGER REFERENCES face(id) ON DELETE CASCADE;
-    CREATE INDEX template_face ON template(face_id, model_id) WHERE face_id IS NOT NULL;
+    -- One template per face and model: a batch remade twice (two nodes, a retry) cannot add a second.
+    CREATE UNIQUE INDEX template_face ON template(face_id, model_id) WHERE face_id IS NOT NULL;
 
     CREATE TABLE model_migration (
         id          INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -89,6 +89,7 @@ impl WatchlistService {
 /// of faces at a time; a migration started on this node wakes it, one started elsewhere is found within a second.
 fn migrate(service: &WatchlistService, stop: &AtomicBool, yield_to: &(dyn Fn() -> bool + Send + Sync)) {
     lower_priority();
+    let pause = Duration::from_millis(service.jobs.pause_ms);
     let mut seen = 0;
     while !stop.load(Ordering::SeqCst) {
         if yield_to() {
@@ -96,6 +97,7 @@ fn migrate(service: &WatchlistService, stop: &AtomicBool, yield_to: &(dyn Fn() -
             continue;
         }
         match service.run_migration_step() {
+            Ok(true) if !pause.is_zero() => std::thread::sleep(pause),
             Ok(true) => {}
             Ok(false) => seen = service.job_signal.wait(seen, IDLE_WAIT),
             Err(e) => {

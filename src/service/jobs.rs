@@ -43,8 +43,9 @@ pub struct JobsConfig {
     /// Seconds a job's upload may take to arrive whole (default 3600; other requests have `server.body_timeout_s`).
     /// Its body limit is `max_bytes`, not `server.max_body_bytes`.
     pub upload_timeout_s: u64,
-    /// Milliseconds each worker rests between two photos (default 0). A site that wants jobs to take a fixed share
-    /// of a busy server can set it; tests use it to stop a server mid-job.
+    /// Milliseconds each worker rests between two photos, and the model migration's worker between two batches of
+    /// faces (default 0). A site that wants background work to take a fixed share of a busy server can set it;
+    /// tests use it to stop a server mid-job or mid-migration.
     pub pause_ms: u64,
     /// Seconds after which a photo claimed by a worker that died (a crash, a node gone) goes back to the queue at
     /// the next start (default 600). A clean stop never leaves a claim: a worker finishes its photo first.

@@ -66,6 +66,15 @@ pub(super) fn check_serving_model(store: &dyn GalleryStore, configured: &str) ->
     }
 }
 
+/// A migration remakes the whole gallery: only an admin whose key is not limited to some watchlists manages one.
+fn require_whole_gallery(caller: &Principal) -> Result<(), ServiceError> {
+    caller.require(Permission::ManageModels)?;
+    if caller.watchlists.is_some() {
+        return Err(ServiceError::WatchlistForbidden { watchlist: "every watchlist (a migration remakes the whole gallery)".into() });
+    }
+    Ok(())
+}
+
 fn migration_target(id: i64) -> Option<String> {
     Some(format!("migration/{id}"))
 }
@@ -88,10 +97,7 @@ impl WatchlistService {
     /// as at start-up), registers it with the gallery, records the templates that have no kept face as failures,
     /// and wakes the background worker. The serving model keeps answering until the switch.
     pub fn start_migration(&self, request: &MigrationRequest, caller: &Principal) -> Result<ModelMigration, ServiceError> {
-        caller.require(Permission::ManageModels)?;
-        if caller.watchlists.is_some() {
-            return Err(ServiceError::WatchlistForbidden { watchlist: "every watchlist (a migration remakes the whole gallery)".into() });
-        }
+        require_whole_gallery(caller)?;
         let serving = self.model_id().to_string();
         if request.to == serving {
             return Err(ServiceError::AlreadyServing { model: serving });
@@ -120,7 +126,7 @@ impl WatchlistService {
 
     /// A migration with its progress and one page of the faces it could not remake.
     pub fn migration(&self, id: i64, page: usize, per_page: usize, caller: &Principal) -> Result<MigrationReport, ServiceError> {
-        caller.require(Permission::ManageModels)?;
+        require_whole_gallery(caller)?;
         let migration = self.store.get_migration(id)?;
         let failures = self.store.migration_failures(id, page, per_page)?;
         Ok(MigrationReport { migration, failures })
@@ -128,19 +134,18 @@ impl WatchlistService {
 
     /// Every migration, newest first.
     pub fn list_migrations(&self, caller: &Principal) -> Result<Vec<ModelMigration>, ServiceError> {
-        caller.require(Permission::ManageModels)?;
+        require_whole_gallery(caller)?;
         Ok(self.store.list_migrations()?)
     }
 
     /// Stops a running or waiting migration; the templates it made stay, and a later migration to the same model
     /// starts from them.
     pub fn cancel_migration(&self, id: i64, caller: &Principal) -> Result<ModelMigration, ServiceError> {
-        caller.require(Permission::ManageModels)?;
+        require_whole_gallery(caller)?;
         // Under the write lock: a switch in progress either finished first or never starts.
         let _guard = self.write_lock.lock();
         let entry = caller.entry(Action::CancelMigration, migration_target(id), json!({}));
         let cancelled = self.store.set_migration_state(id, MigrationState::Cancelled, entry)?;
-        *self.migration_target.0.lock() = None;
         tracing::info!(migration = id, "model migration cancelled");
         Ok(cancelled)
     }
@@ -148,7 +153,7 @@ impl WatchlistService {
     /// Switches a migration that waits for a decision (`ready`: some subjects would have no template of the new
     /// model) — the administrator accepts those gaps, which stay listed in its failures.
     pub fn switch_migration(&self, id: i64, caller: &Principal) -> Result<ModelMigration, ServiceError> {
-        caller.require(Permission::ManageModels)?;
+        require_whole_gallery(caller)?;
         let migration = self.store.get_migration(id)?;
         if migration.state != MigrationState::Ready {
             return Err(GalleryError::conflict(

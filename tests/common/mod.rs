@@ -130,10 +130,22 @@ impl TestServer {
         jobs: facematch::service::JobsConfig,
         alerts: facematch::service::AlertsConfig,
     ) -> TestServer {
+        TestServer::start_serving("face-reid-retail-0095", gallery, server, access, jobs, alerts)
+    }
+
+    /// A server of `recognizer` with every group of settings given.
+    pub fn start_serving(
+        recognizer: &str,
+        gallery: facematch::service::GalleryConfig,
+        server: facematch::http::ServerConfig,
+        access: facematch::service::AccessConfig,
+        jobs: facematch::service::JobsConfig,
+        alerts: facematch::service::AlertsConfig,
+    ) -> TestServer {
         use std::sync::Arc;
         let data_dir = gallery.data_dir.clone();
-        let config = config_for("face-reid-retail-0095");
-        let pipeline = Arc::new(pipeline("face-reid-retail-0095"));
+        let config = config_for(recognizer);
+        let pipeline = Arc::new(pipeline(recognizer));
         let service = facematch::service::WatchlistService::open(pipeline, gallery, config.quality)
             .expect("service opens")
             .with_access(access)

@@ -268,12 +268,20 @@ impl MigrationStore for SqliteStore {
                     .and_then(|mut statement| statement.exists(params![face_id, subject_id]))
                     .context("read face")
             };
+            let remade = |face_id: i64| -> Result<bool, GalleryError> {
+                tx.prepare_cached("SELECT 1 FROM template WHERE face_id = ?1 AND model_id = ?2")
+                    .and_then(|mut statement| statement.exists(params![face_id, migration.to_model]))
+                    .context("read face's templates")
+            };
             let mut added = Vec::with_capacity(valid.len());
             for template in valid {
                 let TemplateFace::Existing(face_id) = &template.new.face else {
                     return Err(GalleryError::not_found(Entity::Face, "(a migrated template names no kept face)"));
                 };
-                if template.new.model_id != migration.to_model || !face_alive(*face_id, template.new.subject_id)? {
+                if template.new.model_id != migration.to_model
+                    || !face_alive(*face_id, template.new.subject_id)?
+                    || remade(*face_id)?
+                {
                     continue;
                 }
                 added.push(insert_template(tx, template, &enrolled_at)?);
