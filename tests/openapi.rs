@@ -322,6 +322,53 @@ async fn every_answer_of_every_route_matches_the_served_document() {
     assert_eq!(c.check("delete", one_webhook, req(Method::DELETE, &format!("/v1/webhooks/{}", made["id"]))).await.0, 200);
     assert_eq!(c.check("delete", one_webhook, req(Method::DELETE, &format!("/v1/webhooks/{}", made["id"]))).await.0, 404);
 
+    // Model migrations, on a gallery that keeps no enrolment faces: a migration then always waits for a decision
+    // (its subject would have no template of the new model), so every state is reached without a race.
+    {
+        let faceless_dir = tempfile::tempdir().unwrap();
+        let gallery = facematch::service::GalleryConfig {
+            data_dir: faceless_dir.path().to_path_buf(),
+            keep_enrolment_faces: false,
+            ..Default::default()
+        };
+        let other = TestServer::start_with(gallery, ServerConfig::default());
+        let admin = |method: Method, p: &str| client.request(method, other.url(p)).bearer_auth(other.key(Role::Admin));
+        assert_eq!(admin(Method::POST, "/v1/watchlists").json(&json!({ "name": "wanted" })).send().await.unwrap().status(), 201);
+        let enroller = |method: Method, p: &str| client.request(method, other.url(p)).bearer_auth(other.key(Role::Enroller));
+        let subject: Value = enroller(Method::POST, "/v1/subjects")
+            .json(&json!({ "watchlist": "wanted", "display_name": "Jane Roe" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let faces_url = format!("/v1/subjects/{}/faces", subject["id"]);
+        let enrolled = enroller(Method::POST, &faces_url).multipart(photo_form(&[("photo", &photo)])).send().await.unwrap();
+        assert_eq!(enrolled.status(), 201);
+        let migrations = "/v1/models/migrations";
+        let one = "/v1/models/migrations/{id}";
+        let to_dlib = json!({ "to": "dlib-resnet-v1" });
+        let first = migrate_until_ready(&mut c, &other, &client).await;
+        let cancel = "/v1/models/migrations/{id}/cancel";
+        assert_eq!(c.check("post", cancel, admin(Method::POST, &format!("{first}/cancel"))).await.0, 200);
+        assert_eq!(c.check("post", cancel, admin(Method::POST, &format!("{first}/cancel"))).await.0, 409);
+        let switch = "/v1/models/migrations/{id}/switch";
+        assert_eq!(c.check("post", switch, admin(Method::POST, &format!("{first}/switch"))).await.0, 409);
+        let second = migrate_until_ready(&mut c, &other, &client).await;
+        assert_eq!(c.check("post", switch, admin(Method::POST, &format!("{second}/switch"))).await.0, 200);
+        assert_eq!(c.check("post", switch, admin(Method::POST, "/v1/models/migrations/999999/switch")).await.0, 404);
+        assert_eq!(c.check("post", cancel, admin(Method::POST, "/v1/models/migrations/x/cancel")).await.0, 400);
+        assert_eq!(c.check("get", one, admin(Method::GET, "/v1/models/migrations/999999")).await.0, 404);
+        let unknown = json!({ "to": "no-such-model" });
+        assert_eq!(c.check("post", migrations, admin(Method::POST, migrations).json(&unknown)).await.0, 422);
+        assert_eq!(c.check("post", migrations, admin(Method::POST, migrations).json(&to_dlib)).await.0, 409, "serving it");
+        assert_eq!(c.check("post", migrations, admin(Method::POST, migrations).json(&json!({ "model": "x" }))).await.0, 400);
+        assert_eq!(c.check("get", migrations, admin(Method::GET, migrations)).await.0, 200);
+        let checkpoint = client.get(other.url(migrations)).bearer_auth(other.key(Role::Checkpoint));
+        assert_eq!(c.check("get", migrations, checkpoint).await.0, 403);
+    }
+
     // Deletions.
     let face = "/v1/subjects/{id}/faces/{template}";
     assert_eq!(c.check("delete", face, req(Method::DELETE, &format!("{these}/{template}"))).await.0, 200);
@@ -353,6 +400,24 @@ async fn every_answer_of_every_route_matches_the_served_document() {
             let documents_errors = operation["responses"].as_object().unwrap().keys().any(|s| s.starts_with('4'));
             assert!(!documents_errors || seen.iter().any(|s| *s >= 400), "{method} {path}: no refusal exercised ({seen:?})");
         }
+    }
+}
+
+/// Starts a migration to dlib on `server` (whose gallery keeps no faces) and waits until it waits for a decision;
+/// returns its path.
+async fn migrate_until_ready(c: &mut Checker, server: &TestServer, client: &Client) -> String {
+    let admin = |method: Method, p: &str| client.request(method, server.url(p)).bearer_auth(server.key(Role::Admin));
+    let migrations = "/v1/models/migrations";
+    let (s, started) = c.check("post", migrations, admin(Method::POST, migrations).json(&json!({ "to": "dlib-resnet-v1" }))).await;
+    assert_eq!(s, 202, "{started}");
+    let path = format!("/v1/models/migrations/{}", started["id"]);
+    loop {
+        let (s, report) = c.check("get", "/v1/models/migrations/{id}", admin(Method::GET, &path)).await;
+        assert_eq!(s, 200, "{report}");
+        if report["migration"]["state"] == "ready" {
+            return path;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

@@ -1,6 +1,6 @@
 //! Retention and erasure on a real server: a subject past its watchlist's retention period is deleted by the sweep
-//! with its templates and thumbnails — no search finds it, nothing of it is left in the database file — the sweep
-//! is audited, and the audit trail still answers who was on the watchlist before.
+//! with its templates, thumbnails and kept face regions — no search finds it, nothing of it is left in the database
+//! file — the sweep is audited, and the audit trail still answers who was on the watchlist before.
 
 mod common;
 
@@ -75,11 +75,13 @@ async fn expired_subjects_are_erased_everywhere_and_the_trail_remembers_them() {
     let db = rusqlite::Connection::open(server.data_dir.join("gallery.sqlite3")).unwrap();
     assert_eq!(rows(&db, "SELECT count(*) FROM template WHERE subject_id = ?1", expiring), 0);
     assert_eq!(rows(&db, "SELECT count(*) FROM subject WHERE id = ?1", expiring), 0);
+    assert_eq!(rows(&db, "SELECT count(*) FROM face WHERE subject_id = ?1", expiring), 0, "its kept face region went too");
     let thumbnails: i64 = db
         .query_row("SELECT count(*) FROM thumbnail WHERE template_id NOT IN (SELECT id FROM template)", [], |r| r.get(0))
         .unwrap();
     assert_eq!(thumbnails, 0, "no thumbnail outlives its template");
     assert_eq!(rows(&db, "SELECT count(*) FROM template WHERE subject_id = ?1", kept), 1);
+    assert_eq!(rows(&db, "SELECT count(*) FROM face WHERE subject_id = ?1", kept), 1, "enrolment faces are kept by default");
 
     // The sweep is in the trail, by the system, naming the watchlist and its retention.
     let auditor = server.client(Role::Auditor);
@@ -116,6 +118,7 @@ async fn expired_subjects_are_erased_everywhere_and_the_trail_remembers_them() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_ne!(top_candidate(&server, "id05/img15.jpg").await, Some(kept));
     assert_eq!(rows(&db, "SELECT count(*) FROM template WHERE subject_id = ?1", kept), 0);
+    assert_eq!(rows(&db, "SELECT count(*) FROM face WHERE subject_id = ?1", kept), 0);
     let verdict: Value = auditor.get(server.url("/v1/audit/verify")).send().await.unwrap().json().await.unwrap();
     assert_eq!(verdict["status"], "intact", "{verdict}");
 }

@@ -137,7 +137,7 @@ pub enum ServiceError {
     ModelUnavailable {
         model: String,
         #[source]
-        source: crate::pipeline::PipelineLoadError,
+        source: Box<crate::pipeline::PipelineLoadError>,
     },
     #[error("the gallery already serves model {model}")]
     AlreadyServing { model: String },

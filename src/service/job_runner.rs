@@ -71,13 +71,17 @@ impl WatchlistService {
         let mut threads = Vec::new();
         for n in 0..self.jobs.workers {
             let (service, stop, yield_to) = (self.clone(), stop.clone(), yield_to.clone());
-            match std::thread::Builder::new().name(format!("job-runner-{n}")).spawn(move || work(&service, &stop, &*yield_to)) {
+            let failed = "jobs: a photo could not be recorded; it is retried after its claim's lease";
+            let worker = move || work(&service, &stop, &*yield_to, WatchlistService::run_next_job_photo, failed);
+            match std::thread::Builder::new().name(format!("job-runner-{n}")).spawn(worker) {
                 Ok(handle) => threads.push(handle),
                 Err(e) => tracing::error!(error = %e, "jobs: a worker thread could not start"),
             }
         }
         let (service, migration_stop) = (self.clone(), stop.clone());
-        match std::thread::Builder::new().name("model-migration".into()).spawn(move || migrate(&service, &migration_stop, &*yield_to)) {
+        let failed = "model migration: a step failed; it is tried again";
+        let worker = move || work(&service, &migration_stop, &*yield_to, WatchlistService::run_migration_step, failed);
+        match std::thread::Builder::new().name("model-migration".into()).spawn(worker) {
             Ok(handle) => threads.push(handle),
             Err(e) => tracing::error!(error = %e, "model migration: the worker thread could not start"),
         }
@@ -85,30 +89,14 @@ impl WatchlistService {
     }
 }
 
-/// The model migration's worker: like a job worker (lower priority, steps aside for checkpoint searches), one batch
-/// of faces at a time; a migration started on this node wakes it, one started elsewhere is found within a second.
-fn migrate(service: &WatchlistService, stop: &AtomicBool, yield_to: &(dyn Fn() -> bool + Send + Sync)) {
-    lower_priority();
-    let pause = Duration::from_millis(service.jobs.pause_ms);
-    let mut seen = 0;
-    while !stop.load(Ordering::SeqCst) {
-        if yield_to() {
-            std::thread::sleep(YIELD_WAIT);
-            continue;
-        }
-        match service.run_migration_step() {
-            Ok(true) if !pause.is_zero() => std::thread::sleep(pause),
-            Ok(true) => {}
-            Ok(false) => seen = service.job_signal.wait(seen, IDLE_WAIT),
-            Err(e) => {
-                tracing::warn!(error = ?anyhow::Error::from(e), "model migration: a step failed; retrying");
-                seen = service.job_signal.wait(seen, IDLE_WAIT * 5);
-            }
-        }
-    }
-}
+/// What one worker does per turn: `Ok(true)` when it did some work, `Ok(false)` when there was none.
+type Step = fn(&WatchlistService) -> Result<bool, super::ServiceError>;
 
-fn work(service: &WatchlistService, stop: &AtomicBool, yield_to: &(dyn Fn() -> bool + Send + Sync)) {
+/// A job worker (`run_next_job_photo`) or the model migration's worker (`run_migration_step`, one batch of faces):
+/// at a lower priority, stepping aside while checkpoint searches wait, resting `jobs.pause_ms` after each piece of
+/// work; a submission or a migration started on this node wakes it, work found in the store by another node within a
+/// second. `failed` says in the log what a failed step means.
+fn work(service: &WatchlistService, stop: &AtomicBool, yield_to: &(dyn Fn() -> bool + Send + Sync), step: Step, failed: &str) {
     lower_priority();
     let pause = Duration::from_millis(service.jobs.pause_ms);
     let mut seen = 0;
@@ -117,14 +105,12 @@ fn work(service: &WatchlistService, stop: &AtomicBool, yield_to: &(dyn Fn() -> b
             std::thread::sleep(YIELD_WAIT);
             continue;
         }
-        match service.run_next_job_photo() {
-            Ok(true) if !pause.is_zero() => {
-                seen = service.job_signal.wait(seen, pause);
-            }
+        match step(service) {
+            Ok(true) if !pause.is_zero() => seen = service.job_signal.wait(seen, pause),
             Ok(true) => {}
             Ok(false) => seen = service.job_signal.wait(seen, IDLE_WAIT),
             Err(e) => {
-                tracing::warn!(error = ?anyhow::Error::from(e), "jobs: a photo could not be recorded; it is retried after its claim's lease");
+                tracing::warn!(error = ?anyhow::Error::from(e), "{failed}");
                 seen = service.job_signal.wait(seen, IDLE_WAIT);
             }
         }

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::face_region::RegionGeometry;
 use crate::gallery::{
-    GalleryError, GalleryStore, MigrationFailure, MigrationState, ModelMigration, NewMigration, NewMigrationFailure,
+    ConflictKind, GalleryError, GalleryStore, MigrationFailure, MigrationState, ModelMigration, NewMigration, NewMigrationFailure,
     NewTemplate, Page, StoredFace, StoredFaceRef, Template, TemplateFace,
 };
 use crate::pipeline::FacePipeline;
@@ -157,7 +157,7 @@ impl WatchlistService {
         let migration = self.store.get_migration(id)?;
         if migration.state != MigrationState::Ready {
             return Err(GalleryError::conflict(
-                crate::gallery::ConflictKind::MigrationState,
+                ConflictKind::MigrationState,
                 format!("migration {id} is {}: only a migration that waits for a decision is switched by hand", migration.state.as_str()),
             )
             .into());
@@ -171,18 +171,38 @@ impl WatchlistService {
     pub(super) fn run_migration_step(&self) -> Result<bool, ServiceError> {
         let Some(migration) = self.store.active_migration()? else {
             *self.migration_target.0.lock() = None;
-            return Ok(false);
+            return self.follow_serving_model();
         };
         if migration.state != MigrationState::Running {
             return Ok(false);
         }
         let target = self.load_target(&migration.to_model)?;
         let faces = self.store.faces_to_migrate(migration.id, BATCH)?;
-        if faces.is_empty() {
-            self.finish_migration(&migration, &target, None)?;
+        let step = if faces.is_empty() {
+            self.finish_migration(&migration, &target, None).map(drop)
         } else {
-            self.remake_faces(&migration, &target, faces)?;
+            self.remake_faces(&migration, &target, faces).map(drop)
+        };
+        match step {
+            // Cancelled while the batch was being made: nothing to retry.
+            Err(ServiceError::Gallery(GalleryError::Conflict { kind: ConflictKind::MigrationState, .. })) => Ok(true),
+            other => other.map(|()| true),
         }
+    }
+
+    /// Another node switched the gallery (the store names another serving model than this node's engine): this
+    /// node follows, with the same index build and engine swap as a switch of its own.
+    fn follow_serving_model(&self) -> Result<bool, ServiceError> {
+        let serving = match self.store.serving_model()? {
+            Some(serving) if serving != *self.model_id() => serving,
+            _ => return Ok(false),
+        };
+        let target = self.load_target(&serving)?;
+        let _guard = self.write_lock.lock();
+        let (engine, _) = engine_for(target, &*self.store, self.store_id, &self.config)?;
+        *self.engine.write() = Arc::new(engine);
+        *self.migration_target.0.lock() = None;
+        tracing::info!(model = %serving, "the gallery was switched by another node; this node serves the new model too");
         Ok(true)
     }
 
@@ -195,7 +215,7 @@ impl WatchlistService {
         let target = Arc::new(
             self.pipeline()
                 .with_recognizer(model)
-                .map_err(|source| ServiceError::ModelUnavailable { model: model.to_owned(), source })?,
+                .map_err(|source| ServiceError::ModelUnavailable { model: model.to_owned(), source: Box::new(source) })?,
         );
         *cached = Some(target.clone());
         Ok(target)
