@@ -178,7 +178,20 @@ async fn a_gallery_moves_to_another_model_and_finds_the_same_people() {
     for action in ["start_migration", "migrate_faces", "hold_migration", "switch_model"] {
         assert!(actions.contains(&action), "no {action} in the audit trail");
     }
+    let auditor_key = server.key(Role::Auditor).to_owned();
     server.stop();
+
+    // An auditor verifies the trail whatever model the command line's configuration names.
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_facematch"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(dir.path())
+        .env("FACEMATCH_API_KEY", &auditor_key)
+        .env("FACEMATCH_LOG", "warn")
+        .output()
+        .expect("facematch runs");
+    let verdict = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success() && verdict.contains("\"intact\""), "{verdict}{}", String::from_utf8_lossy(&verified.stderr));
 
     // The gallery serves dlib from now on: the server starts on it, and refuses the old model with a clear error.
     let refused = facematch::service::WatchlistService::open(

@@ -265,7 +265,10 @@ impl WatchlistService {
             audit::check_anchor(&*store, &anchor)?;
         }
         let store_id = store_id_bytes(&store.store_id()?)?;
-        migration::check_serving_model(&*store, pipeline.recognizer().model_id())?;
+        // An inspection (`facematch audit verify`) reads whatever model the gallery serves and records nothing.
+        if !config.audit_inspection {
+            migration::check_serving_model(&*store, pipeline.recognizer().model_id())?;
+        }
         let (engine, origin) = engine_for(pipeline, &*store, store_id, &config)?;
         let startup_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(templates = engine.index.len(), ?origin, startup_ms, "gallery ready");
