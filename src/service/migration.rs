@@ -282,6 +282,17 @@ impl WatchlistService {
         target: &Arc<FacePipeline>,
         accepted_by: Option<&Principal>,
     ) -> Result<ModelMigration, ServiceError> {
+        // The new model's index is built before the write lock is taken, so enrolments wait for the build only when
+        // the templates changed meanwhile (then it is built again under the lock).
+        let before = self.store.get_migration(m.id)?;
+        let switching = before.progress.subjects_without_template == 0 || before.accept_gaps || accepted_by.is_some();
+        let prebuilt = match switching {
+            true => {
+                let generation = self.store.generation()?;
+                Some((generation, engine_for(target.clone(), &*self.store, self.store_id, &self.config)?.0))
+            }
+            false => None,
+        };
         let _guard = self.write_lock.lock();
         loop {
             let faces = self.store.faces_to_migrate(m.id, BATCH)?;
@@ -304,7 +315,10 @@ impl WatchlistService {
             }
             return Ok(current);
         }
-        let (engine, _) = engine_for(target.clone(), &*self.store, self.store_id, &self.config)?;
+        let engine = match prebuilt {
+            Some((generation, engine)) if self.store.generation()? == generation => engine,
+            _ => engine_for(target.clone(), &*self.store, self.store_id, &self.config)?.0,
+        };
         let details = json!({
             "from": current.from_model,
             "to": current.to_model,
