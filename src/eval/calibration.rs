@@ -17,6 +17,29 @@ struct CalibrationFile<'a> {
     calibration: &'a CalibrationSpec,
 }
 
+/// The `[calibration]` table of `statistic` made from the decision scores of a run's non-mated searches at
+/// `gallery_size`, with the per-comparison rates where given (`top1`): what `--calibration-out` writes, and what
+/// the calibration hold-out study hands to the service's own threshold code.
+pub(crate) fn calibration_spec(
+    statistic: DecisionStatistic,
+    nonmated_scores: &[f32],
+    gallery_size: usize,
+    comparisons: Option<ImpostorRates>,
+    source: String,
+) -> Result<CalibrationSpec, EvalError> {
+    let table = fpir_calibration_table(nonmated_scores, gallery_size)?;
+    Ok(CalibrationSpec {
+        statistic: statistic.manifest_name().into(),
+        margin_cohort: statistic.margin_cohort(),
+        gallery_size: table.gallery_size(),
+        searches: table.searches(),
+        source,
+        scores: table.scores().to_vec(),
+        fpir: table.fpir().to_vec(),
+        comparisons,
+    })
+}
+
 /// Writes the FPIR calibration table of `statistic`, made from the decision scores of a run's non-mated searches
 /// at `gallery_size`, as a manifest `[calibration]` table, with the per-comparison rates where given (`top1`).
 pub(crate) fn write_calibration(
@@ -30,17 +53,7 @@ pub(crate) fn write_calibration(
     if nonmated_scores.is_empty() {
         return Err(EvalError::NoNonmatedSearch { path: path.to_path_buf() });
     }
-    let table = fpir_calibration_table(nonmated_scores, gallery_size)?;
-    let spec = CalibrationSpec {
-        statistic: statistic.manifest_name().into(),
-        margin_cohort: statistic.margin_cohort(),
-        gallery_size: table.gallery_size(),
-        searches: table.searches(),
-        source,
-        scores: table.scores().to_vec(),
-        fpir: table.fpir().to_vec(),
-        comparisons,
-    };
+    let spec = calibration_spec(statistic, nonmated_scores, gallery_size, comparisons, source)?;
     let toml = toml::to_string(&CalibrationFile { calibration: &spec })
         .map_err(|source| EvalError::SerialiseCalibration { path: path.to_path_buf(), source })?;
     let text = format!("# FPIR calibration of decision statistic {statistic}: paste into the model manifest.\n{toml}");

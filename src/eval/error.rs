@@ -83,6 +83,16 @@ pub enum EvalError {
         #[source]
         source: Box<ServiceError>,
     },
+    #[error("calibration hold-out, split seed {split_seed}: the service refuses the tuning half's calibration")]
+    HoldoutCalibration {
+        split_seed: u64,
+        #[source]
+        source: Box<ServiceError>,
+    },
+    #[error("eval identify {dataset}: no identity has {needed} photos, to enrol {enrolled} and search with the rest")]
+    TooFewPhotosPerSubject { dataset: String, needed: usize, enrolled: usize },
+    #[error("eval identify {dataset}: the recognizer {id} ships no [calibration]")]
+    NoShippedCalibration { dataset: String, id: String },
     #[error("calibration folder {}: cannot be created", .path.display())]
     CreateCalibrationFolder {
         path: PathBuf,

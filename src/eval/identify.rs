@@ -346,7 +346,8 @@ pub fn identify(
     run.publish(&stem, report, summary)
 }
 
-fn fnir_cell(point: Option<&Measurement<IdentOperatingPoint>>) -> String {
+/// An FNIR at FPIR operating point as a table cell: the rate, its threshold and false positives.
+pub(crate) fn fnir_cell(point: Option<&Measurement<IdentOperatingPoint>>) -> String {
     match point {
         Some(Measurement::Measured(p)) => {
             format!("{} (t = {:.4}, {} FP)", format_rate(p.fnir), p.threshold, p.false_positives)

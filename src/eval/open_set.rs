@@ -20,7 +20,7 @@ pub(crate) const IDENTIFY_FPIR_TARGETS: [f64; 2] = [1e-2, 3e-3];
 pub(crate) const CMC_MAX_RANK: usize = 50;
 /// Decision score of a search that cannot alarm: no face in the probe, or a statistic undefined for it. The
 /// lowest finite f32, so the metrics (which refuse non-finite scores) accept it and no threshold in use reaches it.
-const NO_DECISION: f32 = f32::MIN;
+pub(crate) const NO_DECISION: f32 = f32::MIN;
 
 /// The gallery of one run: templates in rows, and the row each enrolled identity's template sits in.
 pub(crate) struct Gallery {

@@ -14,7 +14,7 @@ use super::open_set::{base_run, measured_fnir};
 use super::protocol::{open_set_protocol, split_identities, PhotoSet};
 use super::report::{format_rate, ModelFact, Report, Table};
 use super::run::Published;
-use super::templates::{photo_templates, AnalysisProgress, ModelSetup};
+use super::templates::{photo_templates, AnalysisProgress, ModelSetup, Templates};
 use crate::config::Config;
 
 /// One attempt's FNIR at FPIR 1e-2 on the tuning and test halves of each split (`None`: not measurable).
@@ -53,6 +53,37 @@ pub struct SplitStudySummary {
     picks: Vec<SplitPick>,
 }
 
+/// What a study over every photo of a folder works on: the photos, the model set-up, the thread pool and every
+/// photo's template (from the cache where it has them).
+pub(crate) struct FolderTemplates {
+    pub(crate) set: PhotoSet,
+    pub(crate) setup: ModelSetup,
+    pub(crate) pool: rayon::ThreadPool,
+    pub(crate) templates: Templates,
+}
+
+/// Loads the folder of `options` and the template of every photo in it.
+pub(crate) fn folder_templates(
+    config: &Config,
+    options: &IdentifyOptions,
+    progress: &dyn AnalysisProgress,
+) -> Result<FolderTemplates, EvalError> {
+    let set = PhotoSet::load(&options.dir)?;
+    let setup = ModelSetup::load(config)?;
+    let pool = options.run.thread_pool()?;
+    let everything: BTreeSet<usize> = (0..set.photos.len()).collect();
+    let templates = photo_templates(config, &setup, &set, &everything, &options.run.cache, &pool, progress)?;
+    Ok(FolderTemplates { set, setup, pool, templates })
+}
+
+/// The split seeds of a study of `splits` splits, `first` onwards; a study needs at least one.
+pub(crate) fn split_seeds(first: u64, splits: usize) -> Result<Vec<u64>, EvalError> {
+    if splits == 0 {
+        return Err(EvalError::NoSplits);
+    }
+    Ok((0..splits as u64).map(|i| first.wrapping_add(i)).collect())
+}
+
 fn mean_of(values: &[Option<f64>]) -> Option<f64> {
     let measured: Vec<f64> = values.iter().flatten().copied().collect();
     (measured.len() == values.len() && !values.is_empty()).then(|| measured.iter().sum::<f64>() / measured.len() as f64)
@@ -80,17 +111,10 @@ pub fn split_study(
     progress: &dyn AnalysisProgress,
 ) -> Result<Published<SplitStudySummary>, EvalError> {
     let statistic = chosen_statistic(config, options)?;
-    let set = PhotoSet::load(&options.dir)?;
-    if splits == 0 {
-        return Err(EvalError::NoSplits);
-    }
+    let seeds = split_seeds(options.split_seed, splits)?;
+    let FolderTemplates { set, setup, pool, templates } = folder_templates(config, options, progress)?;
     let dataset = set.name();
-    let setup = ModelSetup::load(config)?;
     let run = &options.run;
-    let pool = run.thread_pool()?;
-    let everything: BTreeSet<usize> = (0..set.photos.len()).collect();
-    let templates = photo_templates(config, &setup, &set, &everything, &run.cache, &pool, progress)?;
-    let seeds: Vec<u64> = (0..splits as u64).map(|i| options.split_seed.wrapping_add(i)).collect();
     let mut across: Vec<AttemptAcrossSplits> = attempts(statistic)
         .iter()
         .map(|a| AttemptAcrossSplits {
