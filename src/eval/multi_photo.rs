@@ -479,7 +479,7 @@ mod tests {
 
     #[test]
     fn an_arm_ranks_subjects_by_their_fused_score() {
-        let people = vec![Person { photos: vec![0, 1, 2] }, Person { photos: vec![3, 4, 5] }];
+        let people = [Person { photos: vec![0, 1, 2] }, Person { photos: vec![3, 4, 5] }];
         let gallery = ArmGallery {
             templates: vec![vec![vec![1.0, 0.0], vec![0.0, 1.0]], vec![vec![0.8, 0.6]]],
             centroids: vec![centroid(&[&[1.0, 0.0], &[0.0, 1.0]]), Some(vec![0.8, 0.6])],
