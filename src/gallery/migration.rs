@@ -80,7 +80,10 @@ pub struct ModelMigration {
     pub role: String,
     pub purpose: Option<String>,
     pub finished_at: Option<String>,
-    pub progress: MigrationProgress,
+    /// Counted when the migration is read on its own or listed; absent where the store skipped counting (the
+    /// background worker's reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<MigrationProgress>,
 }
 
 /// What starts a migration.
@@ -147,13 +150,14 @@ pub trait MigrationStore {
     /// Starts a migration; refused with `migration_in_progress` while another is running or ready.
     fn start_migration(&self, new: NewMigration, audit: AuditFor<'_, ModelMigration>) -> Result<ModelMigration, GalleryError>;
     fn get_migration(&self, id: i64) -> Result<ModelMigration, GalleryError>;
-    /// The running or ready migration, if any.
+    /// The running or ready migration, if any, without its progress (counting it reads every template).
     fn active_migration(&self) -> Result<Option<ModelMigration>, GalleryError>;
     /// Every migration, newest first.
     fn list_migrations(&self) -> Result<Vec<ModelMigration>, GalleryError>;
-    /// Up to `limit` kept faces without a template of the migration's new model that it has not failed on yet,
-    /// oldest first.
-    fn faces_to_migrate(&self, migration_id: i64, limit: usize) -> Result<Vec<StoredFace>, GalleryError>;
+    /// Up to `limit` kept faces with ids above `after` without a template of the migration's new model that it has
+    /// not failed on yet, oldest first. A worker passes the last id it got, so each batch reads on from there instead
+    /// of passing every face already done; `0` reads from the start (faces enrolled meanwhile come later).
+    fn faces_to_migrate(&self, migration_id: i64, after: i64, limit: usize) -> Result<Vec<StoredFace>, GalleryError>;
     /// Records every template of the migration's old model that has no kept face as a `no_face_kept` failure
     /// (once each); returns how many are recorded in all.
     fn record_faceless_templates(&self, migration_id: i64) -> Result<usize, GalleryError>;

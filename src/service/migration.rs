@@ -40,9 +40,10 @@ pub struct MigrationReport {
     pub failures: Page<MigrationFailure>,
 }
 
-/// The recognizer a migration moves to, loaded once while it runs.
+/// The recognizer a migration moves to, loaded once while it runs, and where this node's worker got to: the id of
+/// the migration and of the last face it was given (a restart reads from the first face again, passing those done).
 #[derive(Default)]
-pub(super) struct MigrationTarget(parking_lot::Mutex<Option<Arc<FacePipeline>>>);
+pub(super) struct MigrationTarget(parking_lot::Mutex<Option<Arc<FacePipeline>>>, parking_lot::Mutex<(i64, i64)>);
 
 /// At start: the configured recognizer must be the one the gallery serves. A gallery no service has opened yet (or
 /// one made before the serving model was recorded) adopts it, unless its templates are all of another model.
@@ -177,7 +178,14 @@ impl WatchlistService {
             return Ok(false);
         }
         let target = self.load_target(&migration.to_model)?;
-        let faces = self.store.faces_to_migrate(migration.id, BATCH)?;
+        let after = match *self.migration_target.1.lock() {
+            (id, last) if id == migration.id => last,
+            _ => 0,
+        };
+        let faces = self.store.faces_to_migrate(migration.id, after, BATCH)?;
+        if let Some(last) = faces.last() {
+            *self.migration_target.1.lock() = (migration.id, last.id);
+        }
         let step = if faces.is_empty() {
             self.finish_migration(&migration, &target, None).map(drop)
         } else {
@@ -285,7 +293,8 @@ impl WatchlistService {
         // The new model's index is built before the write lock is taken, so enrolments wait for the build only when
         // the templates changed meanwhile (then it is built again under the lock).
         let before = self.store.get_migration(m.id)?;
-        let switching = before.progress.subjects_without_template == 0 || before.accept_gaps || accepted_by.is_some();
+        let gaps_before = before.progress.map_or(0, |p| p.subjects_without_template);
+        let switching = gaps_before == 0 || before.accept_gaps || accepted_by.is_some();
         let prebuilt = match switching {
             true => {
                 let generation = self.store.generation()?;
@@ -294,18 +303,20 @@ impl WatchlistService {
             false => None,
         };
         let _guard = self.write_lock.lock();
+        // From the first face: once, to catch every face enrolled, or failed on by another node, meanwhile.
+        let mut after = 0;
         loop {
-            let faces = self.store.faces_to_migrate(m.id, BATCH)?;
-            if faces.is_empty() {
-                break;
-            }
+            let faces = self.store.faces_to_migrate(m.id, after, BATCH)?;
+            let Some(last) = faces.last() else { break };
+            after = last.id;
             self.remake_faces(m, target, faces)?;
         }
         let current = self.store.get_migration(m.id)?;
         if !current.state.is_active() {
             return Ok(current);
         }
-        let gaps = current.progress.subjects_without_template;
+        let progress = current.progress.unwrap_or_default();
+        let gaps = progress.subjects_without_template;
         let caller = accepted_by.cloned().unwrap_or_else(|| starter(&current));
         if gaps > 0 && !current.accept_gaps && accepted_by.is_none() {
             if current.state == MigrationState::Running {
@@ -323,7 +334,7 @@ impl WatchlistService {
             "from": current.from_model,
             "to": current.to_model,
             "templates": engine.index.len(),
-            "failed": current.progress.failed + current.progress.without_face,
+            "failed": progress.failed + progress.without_face,
             "subjects_without_template": gaps,
         });
         let switched = self.store.switch_serving_model(m.id, caller.entry(Action::SwitchModel, migration_target(m.id), details))?;

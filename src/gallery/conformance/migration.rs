@@ -50,14 +50,14 @@ pub(crate) fn a_migration_remakes_kept_faces_then_switches_what_listings_show(st
 
     let started = store.start_migration(new_migration("model-a", "model-b"), &|m| entry("start_migration", format!("migration/{}", m.id))).expect("start");
     assert_eq!(started.state, MigrationState::Running);
-    assert_eq!((started.progress.faces, started.progress.done, started.progress.remaining), (2, 0, 2));
-    assert_eq!(started.progress.subjects_without_template, 2);
+    assert_eq!((started.progress.unwrap().faces, started.progress.unwrap().done, started.progress.unwrap().remaining), (2, 0, 2));
+    assert_eq!(started.progress.unwrap().subjects_without_template, 2);
     let again = store.start_migration(new_migration("model-a", "model-c"), &|m| entry("start_migration", format!("migration/{}", m.id)));
     assert_eq!(again.expect_err("one at a time").code(), "migration_in_progress");
     assert_eq!(store.record_faceless_templates(started.id).expect("record"), 1);
     assert_eq!(store.record_faceless_templates(started.id).expect("record again"), 1, "recorded once");
 
-    let faces = store.faces_to_migrate(started.id, 10).expect("faces");
+    let faces = store.faces_to_migrate(started.id, 0, 10).expect("faces");
     assert_eq!(faces.iter().map(|f| f.subject_id).collect::<Vec<_>>(), vec![jane.id, jane.id]);
     let remade = new_template(jane.id, "model-b", random_embedding(&mut rng, 8), 1).with_face(TemplateFace::Existing(faces[0].id));
     let failure = NewMigrationFailure {
@@ -67,8 +67,8 @@ pub(crate) fn a_migration_remakes_kept_faces_then_switches_what_listings_show(st
     };
     let added = store.add_migrated_templates(started.id, vec![remade], vec![failure], &templates_added).expect("migrated");
     assert_eq!(added.len(), 1);
-    assert!(store.faces_to_migrate(started.id, 10).expect("faces").is_empty(), "done or failed: nothing left");
-    let progress = store.get_migration(started.id).expect("read").progress;
+    assert!(store.faces_to_migrate(started.id, 0, 10).expect("faces").is_empty(), "done or failed: nothing left");
+    let progress = store.get_migration(started.id).expect("read").progress.unwrap();
     assert_eq!((progress.done, progress.failed, progress.remaining, progress.without_face), (1, 1, 0, 1));
     assert_eq!(progress.subjects_without_template, 1, "John has no face to remake");
     let failures = store.migration_failures(started.id, 1, 10).expect("failures");
@@ -95,7 +95,7 @@ pub(crate) fn a_migration_remakes_kept_faces_then_switches_what_listings_show(st
     removed.sort();
     assert_eq!(removed, vec![kept.id, added[0].id]);
     assert_eq!(store.count_templates("model-b").expect("count"), 0);
-    assert_eq!(store.list_migrations().expect("list")[0].progress.faces, 1, "the refused face is still kept");
+    assert_eq!(store.list_migrations().expect("list")[0].progress.unwrap().faces, 1, "the refused face is still kept");
     assert_eq!(refused.subject_id, jane.id);
 }
 
@@ -107,7 +107,7 @@ pub(crate) fn a_cancelled_migration_keeps_its_templates_for_the_next(store: &dyn
     add_template(store, new_template(jane.id, "model-a", random_embedding(&mut rng, 4), 1).with_face(kept_face(1)));
     add_template(store, new_template(jane.id, "model-a", random_embedding(&mut rng, 4), 2).with_face(kept_face(2)));
     let first = store.start_migration(new_migration("model-a", "model-b"), &|m| entry("start_migration", format!("migration/{}", m.id))).expect("start");
-    let face = store.faces_to_migrate(first.id, 1).expect("faces")[0].id;
+    let face = store.faces_to_migrate(first.id, 0, 1).expect("faces")[0].id;
     let remade = new_template(jane.id, "model-b", random_embedding(&mut rng, 8), 1).with_face(TemplateFace::Existing(face));
     store.add_migrated_templates(first.id, vec![remade], Vec::new(), &templates_added).expect("migrated");
     let cancelled = store.set_migration_state(first.id, MigrationState::Cancelled, entry("cancel_migration", "m".into())).expect("cancel");
@@ -119,7 +119,7 @@ pub(crate) fn a_cancelled_migration_keeps_its_templates_for_the_next(store: &dyn
         "migration_state"
     );
     let second = store.start_migration(new_migration("model-a", "model-b"), &|m| entry("start_migration", format!("migration/{}", m.id))).expect("start again");
-    assert_eq!((second.progress.done, second.progress.remaining), (1, 1), "the first run's template counts");
-    assert_eq!(store.faces_to_migrate(second.id, 10).expect("faces").len(), 1);
+    assert_eq!((second.progress.unwrap().done, second.progress.unwrap().remaining), (1, 1), "the first run's template counts");
+    assert_eq!(store.faces_to_migrate(second.id, 0, 10).expect("faces").len(), 1);
     assert_eq!(store.serving_model().expect("read"), Some("model-a".into()), "nothing switched");
 }

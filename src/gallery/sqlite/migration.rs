@@ -38,7 +38,7 @@ fn migration_from_row(row: &Row<'_>) -> rusqlite::Result<ModelMigration> {
         role: row.get(8)?,
         purpose: row.get(9)?,
         finished_at: row.get(10)?,
-        progress: MigrationProgress::default(),
+        progress: None,
     })
 }
 
@@ -67,13 +67,16 @@ fn progress_of(conn: &Connection, m: &ModelMigration) -> Result<MigrationProgres
         [&m.from_model],
         "count templates without a face",
     )?;
-    let subjects_without_template = count(
+    // Subjects with templates less those with one of the new model: two index scans, where a per-subject NOT EXISTS
+    // would scan the new model's templates once per subject.
+    let with_templates = count(conn, "SELECT count(DISTINCT subject_id) FROM template", [], "count subjects with templates")?;
+    let with_new = count(
         conn,
-        "SELECT count(*) FROM subject s WHERE EXISTS (SELECT 1 FROM template t WHERE t.subject_id = s.id) \
-         AND NOT EXISTS (SELECT 1 FROM template t WHERE t.subject_id = s.id AND t.model_id = ?1)",
+        "SELECT count(DISTINCT subject_id) FROM template WHERE model_id = ?1",
         [&m.to_model],
-        "count subjects without a template of the new model",
+        "count subjects with a template of the new model",
     )?;
+    let subjects_without_template = with_templates.saturating_sub(with_new);
     Ok(MigrationProgress {
         faces,
         done,
@@ -84,13 +87,19 @@ fn progress_of(conn: &Connection, m: &ModelMigration) -> Result<MigrationProgres
     })
 }
 
-fn fetch_migration(conn: &Connection, id: i64) -> Result<ModelMigration, GalleryError> {
+/// The migration's row, without its progress (counting it reads the whole gallery's templates).
+fn migration_row(conn: &Connection, id: i64) -> Result<ModelMigration, GalleryError> {
     let found = conn
         .prepare_cached(&format!("{SELECT_MIGRATION}WHERE id = ?1"))
         .and_then(|mut statement| statement.query_row([id], migration_from_row).optional())
         .context("read migration")?;
-    let mut migration = found.ok_or_else(|| GalleryError::not_found(Entity::Migration, id))?;
-    migration.progress = progress_of(conn, &migration)?;
+    found.ok_or_else(|| GalleryError::not_found(Entity::Migration, id))
+}
+
+/// The migration with its progress counted.
+fn fetch_migration(conn: &Connection, id: i64) -> Result<ModelMigration, GalleryError> {
+    let mut migration = migration_row(conn, id)?;
+    migration.progress = Some(progress_of(conn, &migration)?);
     Ok(migration)
 }
 
@@ -186,7 +195,7 @@ impl MigrationStore for SqliteStore {
     }
 
     fn active_migration(&self) -> Result<Option<ModelMigration>, GalleryError> {
-        self.read(|tx| active_in(tx)?.map(|id| fetch_migration(tx, id)).transpose())
+        self.read(|tx| active_in(tx)?.map(|id| migration_row(tx, id)).transpose())
     }
 
     fn list_migrations(&self) -> Result<Vec<ModelMigration>, GalleryError> {
@@ -199,7 +208,7 @@ impl MigrationStore for SqliteStore {
         })
     }
 
-    fn faces_to_migrate(&self, migration_id: i64, limit: usize) -> Result<Vec<StoredFace>, GalleryError> {
+    fn faces_to_migrate(&self, migration_id: i64, after: i64, limit: usize) -> Result<Vec<StoredFace>, GalleryError> {
         self.read(|tx| {
             let to_model: String = tx
                 .prepare_cached("SELECT to_model FROM model_migration WHERE id = ?1")
@@ -211,11 +220,11 @@ impl MigrationStore for SqliteStore {
                     "SELECT f.id, f.subject_id, f.photo_sha256, f.geometry, f.jpeg FROM face f \
                      WHERE NOT EXISTS (SELECT 1 FROM template t WHERE t.face_id = f.id AND t.model_id = ?1) \
                      AND NOT EXISTS (SELECT 1 FROM migration_failure x WHERE x.migration_id = ?2 AND x.face_id = f.id) \
-                     ORDER BY f.id LIMIT ?3",
+                     AND f.id > ?4 ORDER BY f.id LIMIT ?3",
                 )
                 .context("list faces to migrate")?;
             let rows = statement
-                .query_map(params![to_model, migration_id, limit as i64], |row| {
+                .query_map(params![to_model, migration_id, limit as i64, after], |row| {
                     let geometry: String = row.get(3)?;
                     Ok(StoredFace {
                         id: row.get(0)?,
@@ -233,7 +242,7 @@ impl MigrationStore for SqliteStore {
 
     fn record_faceless_templates(&self, migration_id: i64) -> Result<usize, GalleryError> {
         self.write(|tx| {
-            let migration = fetch_migration(tx, migration_id)?;
+            let migration = migration_row(tx, migration_id)?;
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO migration_failure(migration_id, subject_id, template_id, code, message, at) \
                  SELECT ?1, t.subject_id, t.id, 'no_face_kept', \
@@ -261,7 +270,7 @@ impl MigrationStore for SqliteStore {
         let valid = templates.into_iter().map(validate_template).collect::<Result<Vec<_>, _>>()?;
         let enrolled_at = now_rfc3339();
         self.write(|tx| {
-            let migration = fetch_migration(tx, migration_id)?;
+            let migration = migration_row(tx, migration_id)?;
             require_state(&migration, &[MigrationState::Running, MigrationState::Ready], "add templates to")?;
             let face_alive = |face_id: i64, subject_id: i64| -> Result<bool, GalleryError> {
                 tx.prepare_cached("SELECT 1 FROM face WHERE id = ?1 AND subject_id = ?2")
@@ -317,7 +326,7 @@ impl MigrationStore for SqliteStore {
     fn migration_failures(&self, migration_id: i64, page: usize, per_page: usize) -> Result<Page<MigrationFailure>, GalleryError> {
         let offset = validation::page_offset(page, per_page)?;
         self.read(|tx| {
-            fetch_migration(tx, migration_id)?;
+            migration_row(tx, migration_id)?;
             // A face remade after all (a retry) is no longer a failure; a template without a face always is.
             let live = "FROM migration_failure x JOIN model_migration m ON m.id = x.migration_id \
                  LEFT JOIN subject s ON s.id = x.subject_id LEFT JOIN watchlist w ON w.id = s.watchlist_id \
@@ -351,7 +360,7 @@ impl MigrationStore for SqliteStore {
 
     fn set_migration_state(&self, migration_id: i64, state: MigrationState, audit: AuditEntry) -> Result<ModelMigration, GalleryError> {
         self.write(|tx| {
-            let migration = fetch_migration(tx, migration_id)?;
+            let migration = migration_row(tx, migration_id)?;
             match state {
                 MigrationState::Ready => require_state(&migration, &[MigrationState::Running], "hold for a decision")?,
                 MigrationState::Cancelled => {
@@ -367,7 +376,7 @@ impl MigrationStore for SqliteStore {
 
     fn switch_serving_model(&self, migration_id: i64, audit: AuditEntry) -> Result<ModelMigration, GalleryError> {
         self.write(|tx| {
-            let migration = fetch_migration(tx, migration_id)?;
+            let migration = migration_row(tx, migration_id)?;
             require_state(&migration, &[MigrationState::Running, MigrationState::Ready], "switch")?;
             tx.prepare_cached("INSERT INTO meta(key, value) VALUES ('serving_model', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1")
                 .and_then(|mut statement| statement.execute([&migration.to_model]))
