@@ -59,6 +59,9 @@ pub(crate) fn a_migration_remakes_kept_faces_then_switches_what_listings_show(st
 
     let faces = store.faces_to_migrate(started.id, 0, 10).expect("faces");
     assert_eq!(faces.iter().map(|f| f.subject_id).collect::<Vec<_>>(), vec![jane.id, jane.id]);
+    let later = store.faces_to_migrate(started.id, faces[0].id, 10).expect("faces after the first");
+    assert_eq!(later.iter().map(|f| f.id).collect::<Vec<_>>(), vec![faces[1].id], "a worker reads on from its last face");
+    assert_eq!(store.faces_to_migrate(started.id, 0, 1).expect("one").len(), 1, "at most `limit`");
     let remade = new_template(jane.id, "model-b", random_embedding(&mut rng, 8), 1).with_face(TemplateFace::Existing(faces[0].id));
     let failure = NewMigrationFailure {
         face: StoredFaceRef { face_id: faces[1].id, subject_id: jane.id },
