@@ -36,13 +36,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -d "$shared/faces/lfw-dev" ] || die "$shared/faces/lfw-dev is missing"
-if [ -n "${FACEMATCH_BIN:-}" ]; then
-  bin="$FACEMATCH_BIN"
-else
-  say "building the release binary"
-  cargo build --release --features lab --quiet
-  bin="$root/target/release/facematch"
-fi
+bin="$(bench_binary)"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/facematch-bench-job.XXXXXX")"
@@ -81,11 +75,7 @@ FACEMATCH_ACCESS__RATE_PER_SECOND=1000 FACEMATCH_ACCESS__RATE_BURST=2000 \
 server_pid=$!
 url="$(bench_server_url "$server_pid" "$log")" || die "the server did not start"
 
-checkpoint_load() { # NAME
-  say "checkpoint load: $1 (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-  "$bin" bench http --url "$url" --photos "$probe" --concurrency 1 --requests 100000 --duration-s "$duration_s" \
-    --mode identification --warmup 3 --out "$out/$1" >"$out/$1.txt"
-}
+checkpoint_load() { bench_checkpoint_load "$bin" "$url" "$probe" "$duration_s" "$out" "$1"; }
 job_state() { curl -sf "$url/v1/jobs/$job" -H "authorization: Bearer $investigator"; }
 
 checkpoint_load baseline

@@ -37,3 +37,22 @@ bench_server_url() {
   done
   printf 'http://%s\n' "$addr"
 }
+
+# bench_binary: the facematch binary with the lab commands: $FACEMATCH_BIN, or target/release/facematch built here.
+bench_binary() {
+  if [ -n "${FACEMATCH_BIN:-}" ]; then
+    printf '%s\n' "$FACEMATCH_BIN"
+  else
+    printf 'building the release binary\n' >&2
+    cargo build --release --features lab --quiet
+    printf '%s\n' "$PWD/target/release/facematch"
+  fi
+}
+
+# bench_checkpoint_load BIN URL PROBE DURATION_S OUT NAME: checkpoint searches of PROBE at concurrency 1 in
+# identification mode for DURATION_S seconds, the report in OUT/NAME (and OUT/NAME.txt).
+bench_checkpoint_load() {
+  printf 'checkpoint load: %s (load average %s)\n' "$6" "$(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  "$1" bench http --url "$2" --photos "$3" --concurrency 1 --requests 100000 --duration-s "$4" \
+    --mode identification --warmup 3 --out "$5/$6" >"$5/$6.txt"
+}
